@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-VOCAB = 96
+VOCAB = 256
 SEQ_WINDOW = 4  # sliding windows shorter than test prompts, so the window really binds
 
 
@@ -88,10 +88,10 @@ def tiny_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=["<pad>", "<bos>", "<eos>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()[:80],
+        vocab_size=VOCAB, special_tokens=["<pad>", "<bos>", "<eos>", "<unk>"], limit_alphabet=100
     )
     tok.train_from_iterator(text, trainer)
+    assert tok.get_vocab_size() <= VOCAB
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
     )

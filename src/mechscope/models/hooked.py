@@ -306,8 +306,8 @@ class HookedModel:
         ``names``: None records every hook point except the on-demand ones (scores, pattern,
         result); a list of names (or ``(site, layer)`` keys); or a predicate on names.
         ``stop_at_layer=L`` runs only blocks ``< L`` (``blocks.L.hook_resid_pre`` is still
-        recorded) and returns no logits; ``return_logits=False`` stops after the deepest
-        requested block. ``fwd_hooks`` run before recording. Without ``grad`` the run is
+        recorded; ``L = n_layers`` skips only the unembedding) and returns no logits;
+        ``return_logits=False`` stops right after the deepest requested site. ``fwd_hooks`` run before recording. Without ``grad`` the run is
         under ``torch.no_grad()``.
         """
         batch = self._batch(inputs, attention_mask, prepend_bos, padding_side)
@@ -332,12 +332,11 @@ class HookedModel:
         cache = ActivationCache(store, batch, self._rt.hook_names, self.cfg.n_layers)
         return logits, cache
 
-    def _deepest_block(self, names: list[str]) -> int | None:
-        layers = [parse(n)[0] for n in names]
-        if not names or any(n == "ln_final.hook_normalized" for n in names):
-            return None
-        deepest = max((layer for layer in layers if layer is not None), default=-1) + 1
-        return deepest if deepest < self.cfg.n_layers else None
+    def _deepest_block(self, names: list[str]) -> int:
+        """The ``stop_at_layer`` that computes ``names`` and nothing after them."""
+        if "ln_final.hook_normalized" in names:
+            return self.cfg.n_layers
+        return max((layer for n in names if (layer := parse(n)[0]) is not None), default=-1) + 1
 
     def unembed(self, resid: Tensor) -> Tensor:
         """Logits from residual-stream vectors ``[..., d_model]``: final norm, unembedding, soft-cap.

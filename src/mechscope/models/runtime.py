@@ -64,7 +64,7 @@ class RunState:
     bwd: dict[str, list[HookFn]] = field(default_factory=dict)
     """Backward hook functions per hook name (they receive the gradient)."""
     stop_at_layer: int | None = None
-    """Stop the forward pass when block ``stop_at_layer`` is reached (after its resid_pre fires)."""
+    """Stop when block ``stop_at_layer`` is reached (after its resid_pre fires); n_layers: before the unembedding."""
     pattern_layers: frozenset[int] = frozenset()
     """Layers whose attention scores/pattern are requested (explicit attention there)."""
     result_layers: frozenset[int] = frozenset()
@@ -400,7 +400,7 @@ class Runtime:
         if a.pos_embed:
             handles.append(get_path(m, a.pos_embed).register_forward_hook(partial(_pos_embed_hook, self)))
         final = get_path(m, a.final_norm)
-        handles.append(final.register_forward_hook(partial(_out_hook, self, "ln_final.hook_normalized")))
+        handles.append(final.register_forward_hook(partial(_final_norm_hook, self)))
         for i, p in enumerate(self.parts):
             n = self.names[i]
             handles.append(get_path(p.mlp, a.mlp_in).register_forward_hook(partial(_out_hook, self, n.pre)))
@@ -434,6 +434,13 @@ def _restore_forward(layer: nn.Module, previous: Any) -> None:
 
 def _out_hook(rt: Runtime, name: str, module: nn.Module, args: Any, output: Tensor) -> Tensor:
     return fire(rt, name, output)
+
+
+def _final_norm_hook(rt: Runtime, module: nn.Module, args: Any, output: Tensor) -> Tensor:
+    output = fire(rt, "ln_final.hook_normalized", output)
+    if rt.state.stop_at_layer == len(rt.layers):  # everything asked for is computed: skip the unembedding
+        raise StopForward
+    return output
 
 
 def _embed_hook(rt: Runtime, module: nn.Module, args: Any, output: Tensor) -> Tensor:
