@@ -16,6 +16,8 @@ from mechscope.models.names import parse
 
 # Tight fp32 tolerances for values recomputed along a different (but equivalent) path.
 TIGHT = dict(rtol=1e-5, atol=1e-5)
+# Logits after every layer took the recomputed path (30 layers for SmolLM2): rounding accumulates.
+END_TO_END = dict(rtol=1e-4, atol=1e-4)
 
 
 def on_demand(model: HookedModel) -> list[str]:
@@ -31,7 +33,7 @@ def check_logits_match_hf(model: HookedModel, toks: torch.Tensor) -> None:
         assert torch.equal(logits, ref)
         # On-demand sites recompute attention explicitly: equal up to fp32 rounding.
         logits_od, _ = model.run_with_cache(toks, names=on_demand(model))
-        assert_close(logits_od, ref, **TIGHT)
+        assert_close(logits_od, ref, **END_TO_END)
 
 
 def check_every_hook_fires(model: HookedModel, toks: torch.Tensor) -> dict[str, torch.Tensor]:

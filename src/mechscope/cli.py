@@ -1,0 +1,137 @@
+"""The ``mechscope`` command line: thin subcommands that parse arguments and call the library.
+
+    mechscope demo [--model NAME] [--out DIR]   run the demo and write a run directory
+    mechscope models                            list the built-in models
+    mechscope hooks MODEL                       list a model's hook points with their shapes
+    mechscope --version
+
+Errors mechscope raises on purpose (:class:`~mechscope.errors.MechscopeError`) print one
+``error: ...`` line to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._version import __version__
+from .errors import MechscopeError
+
+EXIT_ERROR = 2
+"""Exit status for a deliberate mechscope error (argparse uses 2 for usage errors too)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors: keep argparse's status
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_ERROR)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    try:
+        return int(args.func(args))
+    except MechscopeError as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .pipeline.demo import DemoConfig
+
+    docs = _field_docs(DemoConfig)
+    defaults = DemoConfig()
+    p = argparse.ArgumentParser(prog="mechscope", description="Mechanistic interpretability in one package.")
+    p.add_argument("--version", action="version", version=f"mechscope {__version__}")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the demo (factual recall and a logit lens) and write a report")
+    demo.add_argument("--model", default=defaults.model, help=f"{docs.get('model', '')} (default: %(default)s)")
+    demo.add_argument("--out", type=Path, default=defaults.out, help=f"{docs.get('out', '')} (default: %(default)s)")
+    demo.add_argument("--device", default=defaults.device, help="device for the model (default: CUDA when available, else CPU)")
+    demo.set_defaults(func=_cmd_demo)
+
+    models = sub.add_parser("models", help="list the built-in models")
+    models.set_defaults(func=_cmd_models)
+
+    hooks = sub.add_parser("hooks", help="list every hook point of a model with its shape")
+    hooks.add_argument("model", help="a built-in name, a .gguf file, a local HF directory or a hub id")
+    hooks.add_argument("--device", default="cpu", help="device to load the model on (default: %(default)s)")
+    hooks.set_defaults(func=_cmd_hooks)
+    return p
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Each dataclass field's attribute docstring (the string literal under it), as one line."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    names = {f.name for f in dataclasses.fields(cls)}
+    docs: dict[str, str] = {}
+    for prev, node in zip(body, body[1:]):
+        if (
+            isinstance(prev, ast.AnnAssign)
+            and isinstance(prev.target, ast.Name)
+            and prev.target.id in names
+            and isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            docs[prev.target.id] = " ".join(node.value.value.replace("``", "").split()).replace("%", "%%")
+    return docs
+
+
+def _progress(msg: str) -> None:
+    print(f"mechscope: {msg}", file=sys.stderr, flush=True)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .pipeline.demo import DemoConfig, run_demo
+
+    run_dir = run_demo(DemoConfig(model=args.model, out=args.out, device=args.device), progress=_progress)
+    print(f"Wrote {run_dir} (open {run_dir / 'index.html'})")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import BUILTIN, DEFAULT_MODEL
+
+    for name, spec in BUILTIN.items():
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        print(f"{name}{default}\n    {spec.description}\n    licence: {spec.license}\n    install: {spec.install}")
+    return 0
+
+
+def _cmd_hooks(args: argparse.Namespace) -> int:
+    from .models import load_model
+
+    model = load_model(args.model, device=args.device)
+    names = model.hook_names
+    width = max(len(n) for n in names)
+    print(f"# {model!r}")
+    for name in names:
+        info = model.hook_info(name)
+        note = "  (on demand)" if info.on_demand else ""
+        print(f"{name:<{width}}  [{info.shape}]{note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
