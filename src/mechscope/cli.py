@@ -15,6 +15,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import itertools
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -61,9 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the demo (factual recall and a logit lens) and write a report")
-    demo.add_argument("--model", default=defaults.model, help=f"{docs.get('model', '')} (default: %(default)s)")
-    demo.add_argument("--out", type=Path, default=defaults.out, help=f"{docs.get('out', '')} (default: %(default)s)")
-    demo.add_argument("--device", default=defaults.device, help="device for the model (default: CUDA when available, else CPU)")
+    demo.add_argument(
+        "--model", default=defaults.model, help=f"{docs.get('model', '')} (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--out", type=Path, default=defaults.out, help=f"{docs.get('out', '')} (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--device",
+        default=defaults.device,
+        help="device for the model (default: CUDA when available, else CPU)",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     models = sub.add_parser("models", help="list the built-in models")
@@ -85,7 +94,7 @@ def _field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     names = {f.name for f in dataclasses.fields(cls)}
     docs: dict[str, str] = {}
-    for prev, node in zip(body, body[1:]):
+    for prev, node in itertools.pairwise(body):
         if (
             isinstance(prev, ast.AnnAssign)
             and isinstance(prev.target, ast.Name)
@@ -115,7 +124,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     for name, spec in BUILTIN.items():
         default = " (default)" if name == DEFAULT_MODEL else ""
-        print(f"{name}{default}\n    {spec.description}\n    licence: {spec.license}\n    install: {spec.install}")
+        print(
+            f"{name}{default}\n    {spec.description}\n    licence: {spec.license}\n    install: {spec.install}"
+        )
     return 0
 
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..errors import MechscopeError, UnsupportedArchitectureError
 from .adapters import SUPPORTED_MODEL_TYPES, adapter_for, get_path, has_path
 from .cache import ActivationCache
-from .names import SITES, SiteInfo, hook_name, parse, suggest
+from .names import SITES, HookInfo, hook_name, parse, suggest
 from .runtime import HookFn, RunState, Runtime, StopForward
 from .tokens import TokenBatch, decode_each, encode, pad, pad_id_of
 
@@ -140,14 +140,14 @@ class HookedModel:
         """Output projection of ``layer`` split per head, ``[head, d_head, d_model]``."""
         return self._rt.w_o(layer)
 
-    def hook_info(self, name: str) -> SiteInfo:
+    def hook_info(self, name: str) -> HookInfo:
         """Shape (with this model's sizes) and meaning of the hook point ``name``."""
         name = self._check_name(name)
         info = SITES[parse(name)[1]]
         c = self.cfg
         sizes = {"d_model": c.d_model, "head": c.n_heads, "kv_head": c.n_kv_heads, "d_head": c.d_head, "d_mlp": c.d_mlp}
         shape = " ".join(f"{d}={sizes[d]}" if d in sizes else d for d in info.shape.split())
-        return SiteInfo(name, shape, info.meaning, info.on_demand)
+        return HookInfo(name, shape, info.meaning, info.on_demand)
 
     # ------------------------------------------------------------------ tokens
 
@@ -224,7 +224,9 @@ class HookedModel:
             names = [names]
         return [self._check_name(n) for n in names]
 
-    def _state(self, fwd: HookList = (), bwd: HookList = (), stop_at_layer: int | None = None) -> RunState:
+    def _state(
+        self, fwd: HookList = (), bwd: HookList = (), stop_at_layer: int | None = None, grad: bool = False
+    ) -> RunState:
         """The hooks already in force plus ``fwd``/``bwd``."""
         base = self._rt.state
         new_fwd = {k: list(v) for k, v in base.fwd.items()}
@@ -242,6 +244,7 @@ class HookedModel:
             stop_at_layer=stop_at_layer if stop_at_layer is not None else base.stop_at_layer,
             pattern_layers=layers(_PATTERN_SITES),
             result_layers=layers({"attn.hook_result"}),
+            need_grad=grad or bool(new_bwd) or base.need_grad,
         )
 
     # ------------------------------------------------------------------ running
@@ -320,7 +323,7 @@ class HookedModel:
             t = t if grad else t.detach()
             store[hook.name] = t.to(device) if device is not None else t
 
-        state = self._state([*fwd_hooks, *((n, record) for n in wanted)], (), stop_at_layer)
+        state = self._state([*fwd_hooks, *((n, record) for n in wanted)], (), stop_at_layer, grad)
         logits = None
         with nullcontext() if grad else torch.no_grad(), self._rt.active(state):
             try:
@@ -388,9 +391,9 @@ class HookedModel:
                 max_new_tokens=max_new_tokens,
                 do_sample=do_sample,
                 num_beams=1,
-                temperature=temperature,
-                top_k=top_k or 0,
-                top_p=top_p or 1.0,
+                temperature=temperature if do_sample else None,
+                top_k=(top_k or 0) if do_sample else None,
+                top_p=(top_p or 1.0) if do_sample else None,
                 repetition_penalty=1.0,
                 no_repeat_ngram_size=0,
                 min_length=0,

@@ -51,7 +51,8 @@ def load_model(
 ) -> HookedModel:
     """Load a model and wrap it: a built-in name, a ``.gguf`` file, a local directory or a hub id.
 
-    ``device`` defaults to CUDA when available, else CPU; ``dtype`` defaults to float32.
+    The model is in eval mode with frozen parameters (activation gradients still flow when
+    asked for). ``device`` defaults to CUDA when available, else CPU; ``dtype`` to float32.
     ``attn_implementation`` is passed to ``from_pretrained`` (default: transformers' choice,
     usually SDPA); hook points work with any of them.
     """
@@ -74,6 +75,9 @@ def load_model(
     hf_model, tokenizer = _from_pretrained(model_dir or name, revision, dtype, attn_implementation)
     device = torch.device(device) if device is not None else _default_device()
     hf_model.to(device).eval()
+    # Frozen weights: analysis never needs parameter gradients, and activation gradients
+    # still flow when asked for (backward hooks, run_with_cache(grad=True)).
+    hf_model.requires_grad_(False)
     return HookedModel(hf_model, tokenizer, name=name, strict=strict)
 
 

@@ -33,6 +33,20 @@ class SiteInfo:
     """True when the activation is computed only in runs that ask for it."""
 
 
+@dataclass(frozen=True)
+class HookInfo:
+    """One hook point of one model: its full name, concrete shape and meaning."""
+
+    name: str
+    """Full hook name, e.g. ``blocks.3.attn.hook_q``."""
+    shape: str
+    """Dimensions with this model's sizes, e.g. ``batch pos head=9 d_head=64``."""
+    meaning: str
+    """What the tensor is."""
+    on_demand: bool
+    """True when computed only in runs that ask for it."""
+
+
 GLOBAL_PRE_SITES: tuple[SiteInfo, ...] = (
     SiteInfo("hook_embed", "batch pos d_model", "output of the token-embedding module"),
     SiteInfo(

@@ -69,6 +69,8 @@ class RunState:
     """Layers whose attention scores/pattern are requested (explicit attention there)."""
     result_layers: frozenset[int] = frozenset()
     """Layers whose per-head result is requested."""
+    need_grad: bool = False
+    """Make activations require grad even if the parameters are frozen (backward hooks, ``grad=True``)."""
 
 
 class StopForward(Exception):  # noqa: N818 - control flow, not an error
@@ -445,6 +447,8 @@ def _final_norm_hook(rt: Runtime, module: nn.Module, args: Any, output: Tensor) 
 
 def _embed_hook(rt: Runtime, module: nn.Module, args: Any, output: Tensor) -> Tensor:
     rt.batch_size = output.shape[0]
+    if rt.state.need_grad and torch.is_grad_enabled() and not output.requires_grad:
+        output = output.detach().requires_grad_(True)  # gradients w.r.t. activations, frozen weights
     return fire(rt, "hook_embed", output)
 
 

@@ -74,7 +74,9 @@ def load_demo(run_dir: str | Path, *, need_png: bool = True) -> DemoRun:
     results = _read_json(run_dir / "results.json", ("factual", "lens"))
     lens = results["lens"]
     if not isinstance(lens, dict) or any(k not in lens for k in _LENS_KEYS):
-        raise ArtifactError(f"{run_dir / 'results.json'} is corrupt: 'lens' needs the keys {', '.join(_LENS_KEYS)}")
+        raise ArtifactError(
+            f"{run_dir / 'results.json'} is corrupt: 'lens' needs the keys {', '.join(_LENS_KEYS)}"
+        )
     tensors = _read_tensors(run_dir / "lens.safetensors", len(lens["labels"]), len(lens["top_tokens"]))
     if need_png:
         png = run_dir / "lens.png"
@@ -176,15 +178,15 @@ def render_demo(run_dir: str | Path) -> Path:
     model_id = model.get("id", "?") if isinstance(model, dict) else str(model)
     body = "\n".join(
         [
-            f"<h1>mechscope demo <span class=\"muted\">· {_e(model_id)}</span></h1>",
+            f'<h1>mechscope demo <span class="muted">· {_e(model_id)}</span></h1>',
             _factual_section(run.results["factual"]),
             _lens_section(run),
             _meta_section(run.meta),
         ]
     )
     page = (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>mechscope demo · {_e(model_id)}</title>\n<style>\n{css}</style>\n</head>\n"
         f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
     )
@@ -212,11 +214,11 @@ def _factual_section(rows: list[dict[str, Any]]) -> str:
     lines = []
     for r in rows:
         top = " ".join(f"{_tok(t['token'])}&nbsp;{_p(t['prob'])}" for t in r["top"])
-        mark = "<td class=\"ok\">yes</td>" if r["correct"] else "<td class=\"bad\">no</td>"
+        mark = '<td class="ok">yes</td>' if r["correct"] else '<td class="bad">no</td>'
         lines.append(
             f"<tr><td>{_e(r['prompt'])}</td><td>{_tok(r['answer'])}</td>{mark}"
-            f"<td class=\"num\">{int(r['answer_rank'])}</td><td class=\"num\">{_p(r['answer_prob'])}</td>"
-            f"<td class=\"tops\">{top}</td></tr>"
+            f'<td class="num">{int(r["answer_rank"])}</td><td class="num">{_p(r["answer_prob"])}</td>'
+            f'<td class="tops">{top}</td></tr>'
         )
     return (
         "<section>\n<h2>Factual recall</h2>\n"
@@ -235,12 +237,10 @@ def _lens_section(run: DemoRun) -> str:
     k = min(_LENS_TABLE_TOP, run.top_probs.shape[1])
     rows = []
     for i in shown:
-        top = " ".join(
-            f"{_tok(lens['top_tokens'][i][j])}&nbsp;{_p(run.top_probs[i, j])}" for j in range(k)
-        )
+        top = " ".join(f"{_tok(lens['top_tokens'][i][j])}&nbsp;{_p(run.top_probs[i, j])}" for j in range(k))
         rows.append(
-            f"<tr><td>{_e(labels[i])}</td><td class=\"num\">{int(run.answer_rank[i])}</td>"
-            f"<td class=\"num\">{_p(run.answer_prob[i])}</td><td class=\"tops\">{top}</td></tr>"
+            f'<tr><td>{_e(labels[i])}</td><td class="num">{int(run.answer_rank[i])}</td>'
+            f'<td class="num">{_p(run.answer_prob[i])}</td><td class="tops">{top}</td></tr>'
         )
     tokens = " ".join(_tok(t) for t in lens["str_tokens"])
     return (
@@ -248,8 +248,8 @@ def _lens_section(run: DemoRun) -> str:
         f"<p>Prompt: <q>{_e(lens['prompt'])}</q>, answer {_tok(lens['answer'])}. "
         "Each residual-stream point is read through the final norm and unembedding at the last token. "
         "<code>resid_pre i</code> is the stream before block <i>i</i>; the last point is the model's output.</p>\n"
-        f"<p class=\"muted\">Tokens: {tokens}</p>\n"
-        f"<img src=\"lens.png\" alt=\"{_e('Logit lens of ' + repr(lens['prompt']))}\">\n"
+        f'<p class="muted">Tokens: {tokens}</p>\n'
+        f'<img src="lens.png" alt="{_e("Logit lens of " + repr(lens["prompt"]))}">\n'
         f"<table>\n<thead><tr><th>point</th><th>rank of {_tok(lens['answer'])}</th>"
         f"<th>p({_tok(lens['answer'])})</th><th>top-{k} lens tokens</th></tr></thead>\n<tbody>\n"
         + "\n".join(rows)
@@ -258,11 +258,15 @@ def _lens_section(run: DemoRun) -> str:
 
 
 def _meta_section(meta: dict[str, Any]) -> str:
-    model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    raw = meta.get("model")
+    model: dict[str, Any] = raw if isinstance(raw, dict) else {}
     items = [
         ("model", model.get("id")),
         ("revision", model.get("revision")),
-        ("architecture", f"{model.get('family')}, {model.get('n_layers')} layers, d_model {model.get('d_model')}"),
+        (
+            "architecture",
+            f"{model.get('family')}, {model.get('n_layers')} layers, d_model {model.get('d_model')}",
+        ),
         ("created", meta.get("created")),
         ("mechscope", meta.get("mechscope_version")),
         ("device", meta.get("device")),
@@ -274,5 +278,5 @@ def _meta_section(meta: dict[str, Any]) -> str:
     return (
         "<section>\n<h2>Run</h2>\n"
         f"<dl>\n{dl}\n</dl>\n<details><summary>config</summary>\n<pre>{_e(config)}</pre>\n</details>\n"
-        "<p class=\"muted\">Files: meta.json, results.json, lens.safetensors, lens.png, index.html.</p>\n</section>"
+        '<p class="muted">Files: meta.json, results.json, lens.safetensors, lens.png, index.html.</p>\n</section>'
     )

@@ -1,0 +1,443 @@
+"""Hook overhead of mechscope, TransformerLens and nnsight against a plain Hugging Face forward.
+
+What is measured
+----------------
+One GPT-2-small-shaped model (``GPT2Config()`` defaults: 12 layers, d_model 768, 12 heads,
+vocab 50257, 1024 positions), randomly initialised under ``torch.manual_seed(0)``, fp32, eval
+mode, on the CPU, fed one batch of 8 x 128 random tokens. Nothing is downloaded. Variants:
+
+* ``hf``: ``hf_model(input_ids=toks)`` -- the baseline every ratio is relative to;
+* mechscope: a plain call, ``run_with_cache`` of the 12 ``hook_resid_pre`` and
+  ``run_with_cache()`` of every default hook (``names=None``: all but scores/pattern/result);
+* TransformerLens 4.3.0: the legacy ``HookedTransformer`` no longer exists in 4.x, so the
+  supported replacement, a ``TransformerBridge``, is built around a copy of the same HF model
+  (same weights; building it never touches the network); its forward, ``run_with_cache`` with
+  a ``names_filter`` of the 12 ``hook_resid_pre`` and ``run_with_cache()`` of everything;
+* nnsight 0.8.1: ``NNsight`` around a copy of the same HF model; a trace saving the inputs of
+  the 12 blocks (and the logits) and a trace that saves nothing.
+
+Peers wrap *copies* of the model because both instrument the module tree they are given, and
+the baseline must stay an uninstrumented HF model. A missing peer is reported and skipped.
+
+How
+---
+Before timing, every variant is checked against HF: mechscope's logits must be bit-identical
+(``torch.equal``) and its ``hook_resid_pre`` cache must equal ``output_hidden_states`` 0..11;
+nnsight's saved block inputs must equal the same hidden states; TransformerLens's logits and
+resid_pre cache are compared by max |difference| (its bridge recomputes attention itself).
+Then, after a few warm-up calls, each round runs every variant once in a freshly shuffled
+order (interleaved, so drift in machine load hits all variants alike), for ``--reps`` rounds.
+Each variant's time is the median over rounds; its ratio is that median over the HF median.
+Everything runs under ``torch.no_grad()`` with torch's intra-op threads pinned to the CPUs
+this process may use. Results go to stdout as a table and to ``bench/results/hooks.json``.
+
+Run: ``make bench`` or ``.venv/bin/python bench/bench_hooks.py [--reps N] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+N_LAYERS = 12
+BATCH, SEQ = 8, 128
+SEED = 0
+RESULTS = Path(__file__).resolve().parent / "results"
+RESID_PRE = tuple(f"blocks.{i}.hook_resid_pre" for i in range(N_LAYERS))
+HF = "hf: plain forward"
+MS_PLAIN = "mechscope: no hooks"
+MS_RESID = "mechscope: cache 12 resid_pre"
+MS_ALL = "mechscope: cache all (no patterns)"
+TARGETS = {MS_PLAIN: 1.02, MS_RESID: 1.05, MS_ALL: 1.5}
+TL_ATOL = 1e-4  # TransformerLens recomputes attention; allow fp32 reordering noise only
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One timed call."""
+
+    name: str
+    group: str
+    fn: Callable[[], Any]
+
+
+@dataclass
+class Peer:
+    """A library under test: how it was set up, what its checks found, what it times."""
+
+    name: str
+    version: str | None = None
+    status: str = "ok"
+    how: str = ""
+    checks: dict[str, Any] = field(default_factory=dict)
+    variants: list[Variant] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- setup
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reps", type=int, default=None, help="interleaved rounds (default 15; 3 with --quick)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up calls per variant (default 2; 1 with --quick)")
+    p.add_argument("--quick", action="store_true", help="smoke run: few rounds, results to hooks.quick.json")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: CPUs this process may use)")
+    p.add_argument("--out", type=Path, default=None, help="JSON output (default bench/results/hooks.json)")
+    p.add_argument("--no-peers", action="store_true", help="skip TransformerLens and nnsight")
+    args = p.parse_args(argv)
+    args.reps = args.reps or (3 if args.quick else 15)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.out = args.out or RESULTS / ("hooks.quick.json" if args.quick else "hooks.json")
+    return args
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build_hf() -> tuple[torch.nn.Module, torch.Tensor]:
+    """The GPT-2-small-shaped HF model (random init, eval, fp32) and the 8 x 128 tokens."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(SEED)
+    config = GPT2Config()
+    model = GPT2LMHeadModel(config).eval().to(torch.float32)
+    toks = torch.randint(0, config.vocab_size, (BATCH, SEQ), generator=torch.Generator().manual_seed(SEED))
+    return model, toks
+
+
+def hf_reference(hf: torch.nn.Module, toks: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """HF's logits and the residual stream entering each block (hidden_states 0..11)."""
+    out = hf(input_ids=toks, output_hidden_states=True)
+    return out.logits, list(out.hidden_states[:N_LAYERS])
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+# ---------------------------------------------------------------- libraries
+
+
+def setup_mechscope(hf: torch.nn.Module, toks: torch.Tensor, ref: tuple[torch.Tensor, list[torch.Tensor]]) -> Peer:
+    """mechscope wraps the baseline model itself (it installs nothing outside a hooked call)."""
+    import mechscope
+
+    model = mechscope.wrap(hf)
+    logits, hidden = ref
+    plain = model(toks)
+    logits_r, cache_r = model.run_with_cache(toks, names=list(RESID_PRE))
+    logits_a, cache_a = model.run_with_cache(toks)
+    checks = {
+        "logits_equal_hf": torch.equal(plain, logits),
+        "cache_resid_pre_logits_equal_hf": torch.equal(logits_r, logits),
+        "cache_all_logits_equal_hf": torch.equal(logits_a, logits),
+        "resid_pre_equal_hidden_states_0_11": all(torch.equal(cache_r[n], h) for n, h in zip(RESID_PRE, hidden)),
+        "cache_all_resid_pre_equal_hidden_states": all(torch.equal(cache_a[n], h) for n, h in zip(RESID_PRE, hidden)),
+        "cache_all_entries": len(cache_a),
+        "cache_all_has_patterns": any("pattern" in n or "attn_scores" in n for n in cache_a),
+        "hook_points": len(model.hook_names),
+        "uninstalled_after_runs": all("forward" not in b.__dict__ for b in hf.transformer.h),
+    }
+    names = list(RESID_PRE)
+    return Peer(
+        name="mechscope",
+        version=mechscope.__version__,
+        how="mechscope.wrap(hf_model) on the baseline model object itself",
+        checks=checks,
+        variants=[
+            Variant(MS_PLAIN, "mechscope", lambda: model(toks)),
+            Variant(MS_RESID, "mechscope", lambda: model.run_with_cache(toks, names=names)),
+            Variant(MS_ALL, "mechscope", lambda: model.run_with_cache(toks)),
+        ],
+    )
+
+
+def setup_transformer_lens(
+    hf: torch.nn.Module, toks: torch.Tensor, ref: tuple[torch.Tensor, list[torch.Tensor]]
+) -> Peer:
+    """TransformerLens 4.x: a TransformerBridge around a copy of the HF model (offline)."""
+    peer = Peer(name="TransformerLens")
+    try:
+        from importlib.metadata import version
+
+        import transformer_lens  # noqa: F401
+        from transformer_lens.model_bridge.sources import build_bridge_from_module
+    except ImportError as e:
+        peer.status = f"not installed ({e})"
+        return peer
+    peer.version = version("transformer-lens")
+    peer.how = (
+        "TransformerLens 4.x removed HookedTransformer/HookedTransformerConfig (ImportError pointing to "
+        "TransformerBridge). Used transformer_lens.model_bridge.sources.build_bridge_from_module("
+        "copy.deepcopy(hf_model), 'GPT2LMHeadModel', hf_config=...): the bridge over the same weights, no "
+        "download (boot_transformers would fetch a tokenizer). Default bridge mode (raw HF weights, "
+        "no enable_compatibility_mode weight folding)."
+    )
+    twin = copy.deepcopy(hf)
+    bridge = build_bridge_from_module(twin, "GPT2LMHeadModel", hf_config=twin.config)
+    logits, hidden = ref
+    names = list(RESID_PRE)
+    _, cache_r = bridge.run_with_cache(toks, names_filter=names)
+    logits_a, cache_a = bridge.run_with_cache(toks)
+    resid_diff = max(max_diff(cache_r[n], h) for n, h in zip(RESID_PRE, hidden))
+    peer.checks = {
+        "logits_max_abs_diff_vs_hf": max_diff(bridge(toks), logits),
+        "cache_all_logits_max_abs_diff_vs_hf": max_diff(logits_a, logits),
+        "resid_pre_max_abs_diff_vs_hidden_states": resid_diff,
+        "within_atol": resid_diff <= TL_ATOL and max_diff(logits_a, logits) <= TL_ATOL,
+        "atol": TL_ATOL,
+        "cache_resid_pre_entries": len(cache_r),
+        "cache_all_entries": len(cache_a),
+        "cache_all_has_patterns": any(n.endswith("hook_pattern") for n in cache_a),
+        "attn_implementation": getattr(twin.config, "_attn_implementation", None),
+    }
+    peer.variants = [
+        Variant("TransformerLens: forward", "transformer_lens", lambda: bridge(toks)),
+        Variant(
+            "TransformerLens: cache 12 resid_pre",
+            "transformer_lens",
+            lambda: bridge.run_with_cache(toks, names_filter=names),
+        ),
+        Variant("TransformerLens: cache all (with patterns)", "transformer_lens", lambda: bridge.run_with_cache(toks)),
+    ]
+    return peer
+
+
+def nnsight_trace(model: Any, toks: torch.Tensor, save_blocks: bool) -> Any:
+    """One nnsight trace; with ``save_blocks`` it saves the 12 block inputs and the logits."""
+    import nnsight
+
+    if not save_blocks:
+        with model.trace(input_ids=toks):
+            pass
+        return None
+    with model.trace(input_ids=toks):
+        saved = nnsight.save([model.transformer.h[i].input for i in range(N_LAYERS)])
+        logits = nnsight.save(model.output.logits)
+    return logits, saved
+
+
+def setup_nnsight(hf: torch.nn.Module, toks: torch.Tensor, ref: tuple[torch.Tensor, list[torch.Tensor]]) -> Peer:
+    """nnsight 0.8: ``NNsight`` around a copy of the HF model (it instruments the tree it wraps)."""
+    peer = Peer(name="nnsight")
+    try:
+        import nnsight
+    except ImportError as e:
+        peer.status = f"not installed ({e})"
+        return peer
+    peer.version = nnsight.__version__
+    peer.how = (
+        "nnsight.NNsight(copy.deepcopy(hf_model)) (LanguageModel would want a tokenizer); "
+        "trace(input_ids=toks) saving model.transformer.h[i].input for i < 12 plus output.logits, "
+        "and an empty trace"
+    )
+    model = nnsight.NNsight(copy.deepcopy(hf))
+    logits, hidden = ref
+    out_logits, saved = nnsight_trace(model, toks, save_blocks=True)
+    peer.checks = {
+        "logits_equal_hf": torch.equal(out_logits, logits),
+        "block_inputs_equal_hidden_states_0_11": all(torch.equal(s, h) for s, h in zip(saved, hidden)),
+        "saved_block_inputs": len(saved),
+    }
+    peer.variants = [
+        Variant("nnsight: trace, no saves", "nnsight", lambda: nnsight_trace(model, toks, save_blocks=False)),
+        Variant("nnsight: trace, save 12 block inputs", "nnsight", lambda: nnsight_trace(model, toks, True)),
+    ]
+    return peer
+
+
+# ---------------------------------------------------------------- timing
+
+
+def time_interleaved(variants: list[Variant], reps: int, warmup: int, seed: int = SEED) -> dict[str, list[float]]:
+    """Seconds per call: each round runs every variant once, in a freshly shuffled order."""
+    for _ in range(warmup):
+        for v in variants:
+            v.fn()
+    gc.collect()
+    rng = random.Random(seed)
+    order = list(variants)
+    times: dict[str, list[float]] = {v.name: [] for v in variants}
+    start = time.perf_counter()
+    for r in range(reps):
+        rng.shuffle(order)
+        for v in order:
+            gc.collect()
+            t0 = time.perf_counter()
+            out = v.fn()
+            t1 = time.perf_counter()
+            del out
+            times[v.name].append(t1 - t0)
+        hf_ms = 1e3 * times[HF][-1]
+        print(f"  round {r + 1}/{reps} done ({time.perf_counter() - start:.0f} s; hf {hf_ms:.0f} ms)", flush=True)
+    return times
+
+
+def quartiles(xs: list[float]) -> tuple[float, float]:
+    if len(xs) < 2:
+        return xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def summarize(variants: list[Variant], times: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """Per-variant medians and ratios to the HF median (plus the median of per-round ratios)."""
+    hf_times = times[HF]
+    hf_med = statistics.median(hf_times)
+    rows = []
+    for v in variants:
+        ts = times[v.name]
+        med = statistics.median(ts)
+        p25, p75 = quartiles(ts)
+        target = TARGETS.get(v.name)
+        ratio = med / hf_med
+        rows.append(
+            {
+                "variant": v.name,
+                "group": v.group,
+                "median_ms": 1e3 * med,
+                "p25_ms": 1e3 * p25,
+                "p75_ms": 1e3 * p75,
+                "min_ms": 1e3 * min(ts),
+                "ratio_to_hf": ratio,
+                "paired_ratio_median": statistics.median(t / h for t, h in zip(ts, hf_times)),
+                "target": target,
+                "passed": None if target is None else ratio <= target,
+                "times_ms": [1e3 * t for t in ts],
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- output
+
+
+def print_table(rows: list[dict[str, Any]], peers: list[Peer]) -> None:
+    header = f"{'variant':<44} {'median ms':>10} {'IQR ms':>15} {'x HF':>7} {'paired':>7} {'target':>7}  result"
+    print("\n" + header + "\n" + "-" * len(header))
+    for r in rows:
+        iqr = f"{r['p25_ms']:.0f}-{r['p75_ms']:.0f}"
+        target = f"<={r['target']:.2f}" if r["target"] else ""
+        result = "" if r["passed"] is None else ("PASS" if r["passed"] else "FAIL")
+        print(
+            f"{r['variant']:<44} {r['median_ms']:>10.1f} {iqr:>15} {r['ratio_to_hf']:>7.3f} "
+            f"{r['paired_ratio_median']:>7.3f} {target:>7}  {result}"
+        )
+    for p in peers:
+        if p.status != "ok":
+            print(f"{p.name}: {p.status}")
+    print("x HF = variant median / HF median; paired = median over rounds of (variant / HF in that round).")
+
+
+def print_checks(peers: list[Peer]) -> None:
+    for p in peers:
+        print(f"\n{p.name} {p.version or ''}: {p.status}")
+        if p.how:
+            print(f"  setup: {p.how}")
+        for k, v in p.checks.items():
+            print(f"  {k}: {v}")
+
+
+def check_failures(peers: list[Peer]) -> list[str]:
+    """Checks that make the comparison meaningless (a boolean check that came out False)."""
+    return [f"{p.name}: {k}" for p in peers for k, v in p.checks.items() if v is False and k != "cache_all_has_patterns"]
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic write: a temp file in the same directory, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def metadata(args: argparse.Namespace, threads: int, peers: list[Peer], load_before: tuple[float, ...]) -> dict:
+    import transformers
+
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "quick": args.quick,
+        "reps": args.reps,
+        "warmup": args.warmup,
+        "torch_threads": threads,
+        "usable_cpus": usable_cpus(),
+        "cpu_model": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "versions": {p.name: p.version for p in peers},
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "model": "GPT2LMHeadModel(GPT2Config()), random init seed 0, fp32, eval, cpu",
+        "inputs": f"{BATCH} x {SEQ} random tokens",
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    threads = args.threads or usable_cpus()
+    torch.set_num_threads(threads)
+    load_before = os.getloadavg()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_model()}, loadavg {load_before}")
+    with torch.no_grad():
+        hf, toks = build_hf()
+        ref = hf_reference(hf, toks)
+        peers = [setup_mechscope(hf, toks, ref)]
+        if not args.no_peers:
+            peers += [setup_transformer_lens(hf, toks, ref), setup_nnsight(hf, toks, ref)]
+        print_checks(peers)
+        failures = check_failures(peers)
+        if failures:
+            print("\ncorrectness checks failed, not timing: " + ", ".join(failures))
+            return 1
+        variants = [Variant(HF, "hf", lambda: hf(input_ids=toks)), *(v for p in peers for v in p.variants)]
+        print(f"\ntiming {len(variants)} variants x {args.reps} interleaved rounds ({args.warmup} warm-up)")
+        times = time_interleaved(variants, args.reps, args.warmup)
+    rows = summarize(variants, times)
+    print_table(rows, peers)
+    payload = {
+        "meta": metadata(args, threads, peers, load_before),
+        "peers": {p.name: {"version": p.version, "status": p.status, "how": p.how, "checks": p.checks} for p in peers},
+        "results": rows,
+    }
+    write_json(args.out, payload)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The ``mechscope`` command line: each subcommand's output and the error convention."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import mechscope
+from mechscope.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A random 2-layer Llama (no tokenizer) saved with ``save_pretrained``."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    return out
+
+
+def test_models_lists_every_builtin(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name, spec in mechscope.BUILTIN.items():
+        assert name in out and spec.license in out
+    assert f"{mechscope.DEFAULT_MODEL} (default)" in out
+
+
+def test_hooks_prints_every_hook_with_its_shape(tiny_llama, capsys):
+    assert main(["hooks", str(tiny_llama)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if not line.startswith("#")]
+    model = mechscope.load_model(tiny_llama, device="cpu")
+    assert [r.split()[0] for r in rows] == model.hook_names
+    table = {r.split()[0]: r for r in rows}
+    assert "[batch pos d_model=32]" in table["blocks.1.hook_resid_post"]
+    assert "[batch pos kv_head=2 d_head=8]" in table["blocks.0.attn.hook_k"]
+    assert "[batch pos d_mlp=64]" in table["blocks.0.mlp.hook_post"]
+    assert table["blocks.0.attn.hook_pattern"].endswith("(on demand)")
+    assert not table["blocks.0.hook_resid_pre"].endswith("(on demand)")
+
+
+def test_unknown_model_is_a_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "no-such-model"
+    assert main(["hooks", str(missing)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(missing) in err[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_version_and_usage(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"mechscope {mechscope.__version__}"
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().err
+    assert main(["no-such-command"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_demo_help_comes_from_the_config_docstrings(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # no line wrapping inside the help text
+    assert main(["demo", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "run directory demo-<YYYYmmdd-HHMMSS> is created" in out
+    assert f"(default: {mechscope.DEFAULT_MODEL})" in out
+
+
+@pytest.mark.real
+def test_demo_prints_the_run_path(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    m = re.fullmatch(r"Wrote (\S+) \(open (\S+)\)", captured.out.strip())
+    assert m, captured.out
+    run_dir = Path(m.group(1))
+    assert run_dir.parent == tmp_path and Path(m.group(2)) == run_dir / "index.html"
+    assert (run_dir / "index.html").is_file()
+    assert "mechscope: loading" in captured.err  # progress goes to stderr
