@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import tiny  # noqa: E402
+import tiny
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

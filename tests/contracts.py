@@ -7,6 +7,8 @@ checks.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch.testing import assert_close
 
@@ -18,6 +20,10 @@ from mechscope.models.names import parse
 TIGHT = dict(rtol=1e-5, atol=1e-5)
 # Logits after every layer took the recomputed path (30 layers for SmolLM2): rounding accumulates.
 END_TO_END = dict(rtol=1e-4, atol=1e-4)
+
+
+def _site(cache, layer: int, site: str) -> torch.Tensor:
+    return cache[f"blocks.{layer}.{site}"]
 
 
 def on_demand(model: HookedModel) -> list[str]:
@@ -59,8 +65,13 @@ def check_every_hook_fires(model: HookedModel, toks: torch.Tensor) -> dict[str, 
 def check_residual_identities(model: HookedModel, cache: dict[str, torch.Tensor]) -> None:
     """resid_mid = resid_pre + attn_out; resid_post = resid_mid + mlp_out (or the parallel form)."""
     for layer in range(model.cfg.n_layers):
-        c = lambda site: cache[f"blocks.{layer}.{site}"]  # noqa: E731
-        pre, attn, mlp, post = c("hook_resid_pre"), c("hook_attn_out"), c("hook_mlp_out"), c("hook_resid_post")
+        c = partial(_site, cache, layer)
+        pre, attn, mlp, post = (
+            c("hook_resid_pre"),
+            c("hook_attn_out"),
+            c("hook_mlp_out"),
+            c("hook_resid_post"),
+        )
         if model.cfg.parallel_attn_mlp:
             assert torch.equal(post, mlp + attn + pre)
             assert torch.equal(c("hook_mlp_in"), pre)
@@ -86,7 +97,7 @@ def check_component_reconstructions(model: HookedModel, toks: torch.Tensor) -> N
     with torch.no_grad():
         for layer in range(model.cfg.n_layers):
             blk = layers[layer]
-            c = lambda site: cache[f"blocks.{layer}.{site}"]  # noqa: E731
+            c = partial(_site, cache, layer)
             attn = get_path(blk, a.attn)
             # ln1 and ln2 read resid_pre / mlp_in
             assert torch.equal(c("ln1.hook_normalized"), get_path(blk, a.ln1)(c("hook_resid_pre")))
@@ -99,7 +110,7 @@ def check_component_reconstructions(model: HookedModel, toks: torch.Tensor) -> N
             assert torch.equal(out, c("hook_attn_out"))
             # per-head results sum (plus bias) to the projection's output
             o_proj = get_path(attn, a.o_proj)
-            r = lambda site: results[f"blocks.{layer}.{site}"]  # noqa: E731
+            r = partial(_site, results, layer)
             summed = r("attn.hook_result").sum(2) + (o_proj.bias if o_proj.bias is not None else 0)
             assert_close(summed, o_proj(r("attn.hook_z").flatten(-2)), **TIGHT)
             # hook_post through the down projection is the MLP's output
@@ -112,11 +123,13 @@ def check_component_reconstructions(model: HookedModel, toks: torch.Tensor) -> N
         assert torch.equal(final, cache["ln_final.hook_normalized"])
 
 
-def check_attention(model: HookedModel, cache: dict[str, torch.Tensor], window: dict[int, int | None]) -> None:
+def check_attention(
+    model: HookedModel, cache: dict[str, torch.Tensor], window: dict[int, int | None]
+) -> None:
     """Pattern = softmax(scores); causal (and windowed) zeros; pattern @ v = z."""
     rep = model.cfg.n_heads // model.cfg.n_kv_heads
     for layer in range(model.cfg.n_layers):
-        c = lambda site: cache[f"blocks.{layer}.{site}"]  # noqa: E731
+        c = partial(_site, cache, layer)
         scores, pattern = c("attn.hook_attn_scores"), c("attn.hook_pattern")
         assert_close(torch.softmax(scores, -1), pattern, **TIGHT)
         p = pattern.shape[-1]
@@ -164,7 +177,7 @@ def _perturb_row(row: int):
         t = t.clone()
         gen = torch.Generator().manual_seed(row)
         noise = torch.randn(t[row].shape, generator=gen).to(t)
-        layer, site = parse(hook.name)
+        _, site = parse(hook.name)
         scale = 0.3 if "pattern" in site else t[row][t[row].isfinite()].abs().mean().clamp(min=1.0)
         t[row] = t[row] + noise * scale
         return t
@@ -190,7 +203,9 @@ def check_generate(model: HookedModel, toks: torch.Tensor, n: int = 6) -> None:
     ours = model.generate(prompt, max_new_tokens=n, stop_at_eos=False)
     gen = GenerationConfig(max_new_tokens=n, do_sample=False, eos_token_id=[], pad_token_id=0)
     with torch.no_grad():
-        theirs = model.hf_model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), generation_config=gen)
+        theirs = model.hf_model.generate(
+            input_ids=prompt, attention_mask=torch.ones_like(prompt), generation_config=gen
+        )
     assert torch.equal(ours, theirs)
     assert torch.equal(ours, greedy_reference(model, prompt, n))
     # A position-independent edit, applied during cached generation, matches the loop under the same edit.

@@ -23,6 +23,6 @@ def test_last_point_is_the_model_output(tiny_model):
 def test_rank_and_prob_agree_with_top(tiny_model):
     lens = logit_lens(tiny_model, "for i in range(10):")
     probs, ids = lens.top(3)
-    assert torch.all(lens.rank(ids[-1, :, 0]) [-1] == 0)
+    assert torch.all(lens.rank(ids[-1, :, 0])[-1] == 0)
     torch.testing.assert_close(lens.prob(ids[-1, :, 0])[-1], probs[-1, :, 0])
     assert torch.all(lens.rank(ids[:, 0, 1][-1]) >= 0)

@@ -7,7 +7,12 @@ import torch
 from torch.testing import assert_close
 
 PROMPTS = ["def add(a, b):", "The class", "import os, sys and then the rest of the module"]
-SITES = ["blocks.1.hook_resid_post", "blocks.0.attn.hook_z", "blocks.1.mlp.hook_post", "ln_final.hook_normalized"]
+SITES = [
+    "blocks.1.hook_resid_post",
+    "blocks.0.attn.hook_z",
+    "blocks.1.mlp.hook_post",
+    "ln_final.hook_normalized",
+]
 # Padding changes which SDPA kernel runs (masked vs is_causal), so sums are reordered: fp32 rounding only.
 TOL = dict(rtol=1e-4, atol=1e-4)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+
+import tiny
 from conftest import windows
 from contracts import (
     check_attention,
@@ -13,8 +15,6 @@ from contracts import (
     check_residual_identities,
     check_writes,
 )
-
-import tiny
 
 
 def _toks(seed: int = 0, batch: int = 2, pos: int = 9) -> torch.Tensor:

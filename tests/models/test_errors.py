@@ -30,9 +30,9 @@ def test_unknown_hook_suggests_closest(llama):
     with pytest.raises(UnknownHookError) as e:
         llama.run_with_cache(_toks(), names=["blocks.1.hook_resid_pr"])
     assert "blocks.1.hook_resid_pre" in str(e.value)
-    with pytest.raises(UnknownHookError, match="did you mean 'blocks.0.attn.hook_q'"):
+    with pytest.raises(UnknownHookError, match=r"did you mean 'blocks\.0\.attn\.hook_q'"):
         llama.run_with_hooks(_toks(), [("blocks.0.attn.hook_qq", lambda t, h: None)])
-    with pytest.raises(UnknownHookError, match="layer 7 is out of range.*blocks.2.hook_mlp_out"):
+    with pytest.raises(UnknownHookError, match=r"layer 7 is out of range.*blocks\.2\.hook_mlp_out"):
         llama.run_with_cache(_toks(), names=["blocks.7.hook_mlp_out"])
     with pytest.raises(UnknownHookError, match="hook_embed"):
         llama.run_with_cache(_toks(), names=["hook_embd"])
@@ -52,7 +52,7 @@ def test_wrong_shape_names_hook_and_both_shapes(llama):
         llama.run_with_hooks(_toks(), [("blocks.1.mlp.hook_post", lambda t, h: t[..., :-1])])
     msg = str(e.value)
     assert "blocks.1.mlp.hook_post" in msg and "(1, 6, 95)" in msg and "(1, 6, 96)" in msg
-    with pytest.raises(HookError, match="dtype torch.float64"):
+    with pytest.raises(HookError, match=r"dtype torch\.float64"):
         llama.run_with_hooks(_toks(), [("blocks.0.hook_resid_pre", lambda t, h: t.double())])
     with pytest.raises(HookError, match="returned list"):
         llama.run_with_hooks(_toks(), [("blocks.0.hook_resid_pre", lambda t, h: [t])])
@@ -62,7 +62,14 @@ def test_unsupported_architecture_lists_supported(tmp_path):
     from transformers import AutoModelForCausalLM, OPTConfig
 
     AutoModelForCausalLM.from_config(
-        OPTConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, ffn_dim=64, num_attention_heads=4, word_embed_proj_dim=32)
+        OPTConfig(
+            vocab_size=64,
+            hidden_size=32,
+            num_hidden_layers=1,
+            ffn_dim=64,
+            num_attention_heads=4,
+            word_embed_proj_dim=32,
+        )
     ).save_pretrained(tmp_path)
     with pytest.raises(UnsupportedArchitectureError) as e:
         mechscope.load_model(tmp_path)
@@ -82,7 +89,9 @@ def test_adapter_refuses_unhandled_config_features(tmp_path):
     with pytest.warns(UserWarning, match="add_cross_attention"):
         mechscope.load_model(tmp_path / "xattn", strict=False)
     # A field this transformers version does not know is refused rather than ignored.
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+    cfg = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4
+    )
     cfg.attention_sink_tokens = 4
     with pytest.raises(UnsupportedArchitectureError, match="attention_sink_tokens=4"):
         mechscope.wrap(AutoModelForCausalLM.from_config(cfg))
@@ -91,7 +100,11 @@ def test_adapter_refuses_unhandled_config_features(tmp_path):
 def test_bare_base_model_is_refused():
     from transformers import LlamaConfig, LlamaModel
 
-    base = LlamaModel(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4))
+    base = LlamaModel(
+        LlamaConfig(
+            vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4
+        )
+    )
     with pytest.raises(UnsupportedArchitectureError, match="ForCausalLM"):
         mechscope.wrap(base)
 
@@ -100,7 +113,9 @@ def test_text_without_tokenizer(tmp_path):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     hf = AutoModelForCausalLM.from_config(
-        LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+        LlamaConfig(
+            vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4
+        )
     )
     m = mechscope.wrap(hf)
     with pytest.raises(TokenizationError, match="no tokenizer"):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+import mechscope
 from conftest import windows
 from contracts import (
     check_attention,
@@ -19,8 +21,6 @@ from contracts import (
     check_writes,
 )
 from models.test_batching import check_padding_equivalence
-
-import mechscope
 
 pytestmark = pytest.mark.real
 
@@ -72,7 +72,9 @@ def test_generate(real_model):
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padding(real_model, side):
     prompts = ["The Eiffel Tower is located in the city of", "Hello", "When Mary and John went to the store"]
-    check_padding_equivalence(real_model, prompts, side, sites=["blocks.3.hook_resid_post", "ln_final.hook_normalized"])
+    check_padding_equivalence(
+        real_model, prompts, side, sites=["blocks.3.hook_resid_post", "ln_final.hook_normalized"]
+    )
 
 
 def test_cached_weights_equal_the_gguf():
@@ -82,7 +84,9 @@ def test_cached_weights_equal_the_gguf():
     from mechscope.models.zoo import _smollm2_gguf
 
     gguf = _smollm2_gguf()
-    direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    direct = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    ).eval()
     cached = mechscope.load_model("smollm2-135m", device="cpu")
     toks = cached.to_tokens("The Eiffel Tower is located in the city of")
     with torch.no_grad():

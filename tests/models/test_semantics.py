@@ -31,7 +31,9 @@ def test_mlp_in_write_changes_only_the_mlp_branch(tiny_model):
     # ...while the MLP saw zeros.
     blk = get_path(m.hf_model, m.adapter.layers)[layer]
     with torch.no_grad():
-        expected = get_path(blk, m.adapter.mlp)(get_path(blk, m.adapter.ln2)(torch.zeros_like(clean[f"blocks.{layer}.hook_mlp_in"])))
+        expected = get_path(blk, m.adapter.mlp)(
+            get_path(blk, m.adapter.ln2)(torch.zeros_like(clean[f"blocks.{layer}.hook_mlp_in"]))
+        )
         if m.adapter.post_mlp_norm:
             expected = get_path(blk, m.adapter.post_mlp_norm)(expected)
     assert torch.equal(hooked[f"blocks.{layer}.hook_mlp_out"], expected)
@@ -68,9 +70,14 @@ def test_hooks_are_removed_even_on_error(tiny_model):
         raise RuntimeError("inside hook")
 
     with pytest.raises(RuntimeError, match="inside hook"):
-        m.run_with_hooks(toks, [("blocks.1.mlp.hook_post", boom), ("blocks.0.attn.hook_pattern", lambda t, h: None)])
+        m.run_with_hooks(
+            toks, [("blocks.1.mlp.hook_post", boom), ("blocks.0.attn.hook_pattern", lambda t, h: None)]
+        )
     _assert_clean(m)
-    with pytest.raises(RuntimeError, match="outside"), m.hooks([("blocks.0.hook_resid_pre", lambda t, h: None)]):
+    with (
+        pytest.raises(RuntimeError, match="outside"),
+        m.hooks([("blocks.0.hook_resid_pre", lambda t, h: None)]),
+    ):
         raise RuntimeError("outside")
     _assert_clean(m)
     with torch.no_grad():
@@ -135,10 +142,16 @@ def test_stop_at_layer(tiny_model):
     assert "blocks.1.hook_attn_out" not in part and "ln_final.hook_normalized" not in part
     fired = []
     logits, c = m.run_with_cache(
-        toks, names=["blocks.0.hook_mlp_out"], return_logits=False,
+        toks,
+        names=["blocks.0.hook_mlp_out"],
+        return_logits=False,
         fwd_hooks=[(f"blocks.{m.cfg.n_layers - 1}.hook_attn_out", lambda t, h: fired.append(1))],
     )
-    assert logits is None and not fired and torch.equal(c["blocks.0.hook_mlp_out"], full["blocks.0.hook_mlp_out"])
+    assert (
+        logits is None
+        and not fired
+        and torch.equal(c["blocks.0.hook_mlp_out"], full["blocks.0.hook_mlp_out"])
+    )
 
 
 def test_patterns_are_computed_only_when_asked(tiny_model, monkeypatch):
@@ -165,7 +178,7 @@ def test_cache_helpers(tiny_model):
     with pytest.raises(KeyError, match="on demand"):
         c["blocks.0.attn.hook_pattern"]
     with pytest.raises(KeyError, match="did you mean"):
-        c["blocks.0.hook_resid_prе"]  # noqa: RUF001 - a Cyrillic e
+        c["blocks.0.hook_resid_prе"]
 
 
 def test_hook_names_documented(tiny_model):

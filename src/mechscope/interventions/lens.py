@@ -39,7 +39,9 @@ class LogitLens:
     def prob(self, token_ids: Tensor | int) -> Tensor:
         """``[point, batch]`` probability of each prompt's ``token_ids`` entry."""
         ids = self._ids(token_ids)
-        return self.log_probs().gather(-1, ids[None, :, None].expand(self.logits.shape[0], -1, 1))[..., 0].exp()
+        return (
+            self.log_probs().gather(-1, ids[None, :, None].expand(self.logits.shape[0], -1, 1))[..., 0].exp()
+        )
 
     def rank(self, token_ids: Tensor | int) -> Tensor:
         """``[point, batch]`` rank of each prompt's token (0 = the top prediction)."""

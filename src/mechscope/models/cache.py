@@ -20,7 +20,9 @@ class ActivationCache(Mapping[str, Tensor]):
     tensor in place later in the same run is visible here.
     """
 
-    def __init__(self, data: dict[str, Tensor], batch: TokenBatch | None, known: list[str], n_layers: int) -> None:
+    def __init__(
+        self, data: dict[str, Tensor], batch: TokenBatch | None, known: list[str], n_layers: int
+    ) -> None:
         self._data = data
         self._known = known
         self.n_layers = n_layers
@@ -79,7 +81,9 @@ class ActivationCache(Mapping[str, Tensor]):
 
         Needs every ``hook_resid_pre`` and the last ``hook_resid_post`` in the cache.
         """
-        return torch.stack([*(self["resid_pre", i] for i in range(self.n_layers)), self["resid_post", self.n_layers - 1]])
+        return torch.stack(
+            [*(self["resid_pre", i] for i in range(self.n_layers)), self["resid_post", self.n_layers - 1]]
+        )
 
     def to(self, device: torch.device | str) -> ActivationCache:
         """A copy of the cache with every tensor on ``device``."""

@@ -8,7 +8,7 @@ exit, even on error (see ``models/runtime.py``). A plain call runs HF's own forw
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,8 +64,10 @@ class HookedModel:
     Build one with :func:`mechscope.load_model` or :func:`mechscope.wrap`.
     """
 
-    def __init__(self, hf_model: nn.Module, tokenizer: Any = None, *, name: str = "", strict: bool = True) -> None:
-        self.hf_model = hf_model
+    def __init__(
+        self, hf_model: nn.Module, tokenizer: Any = None, *, name: str = "", strict: bool = True
+    ) -> None:
+        self.hf_model: Any = hf_model
         """The wrapped Hugging Face model (left unmodified)."""
         self.tokenizer = tokenizer
         """Its tokenizer, or None (then inputs must be token ids)."""
@@ -86,7 +88,9 @@ class HookedModel:
         n_heads = c.num_attention_heads
         d_model = c.hidden_size
         d_head = getattr(c, "head_dim", None) or d_model // n_heads
-        mlp_in = get_path(get_path(self.hf_model, self.adapter.layers)[0], self.adapter.mlp + "." + self.adapter.mlp_in)
+        mlp_in = get_path(
+            get_path(self.hf_model, self.adapter.layers)[0], self.adapter.mlp + "." + self.adapter.mlp_in
+        )
         d_mlp = getattr(mlp_in, "out_features", None) or mlp_in.nf  # nn.Linear or GPT-2 Conv1D
         return ModelConfig(
             name=name or getattr(c, "_name_or_path", "") or type(self.hf_model).__name__,
@@ -127,16 +131,16 @@ class HookedModel:
         return next(self.hf_model.parameters()).dtype
 
     @property
-    def W_U(self) -> Tensor:  # noqa: N802 - the field's standard name
+    def W_U(self) -> Tensor:
         """Unembedding matrix ``[d_model, d_vocab]``."""
         return get_path(self.hf_model, self.adapter.unembed).weight.T
 
     @property
-    def W_E(self) -> Tensor:  # noqa: N802
+    def W_E(self) -> Tensor:
         """Token embedding matrix ``[d_vocab, d_model]``."""
         return get_path(self.hf_model, self.adapter.embed).weight
 
-    def W_O(self, layer: int) -> Tensor:  # noqa: N802
+    def W_O(self, layer: int) -> Tensor:
         """Output projection of ``layer`` split per head, ``[head, d_head, d_model]``."""
         return self._rt.w_o(layer)
 
@@ -145,20 +149,30 @@ class HookedModel:
         name = self._check_name(name)
         info = SITES[parse(name)[1]]
         c = self.cfg
-        sizes = {"d_model": c.d_model, "head": c.n_heads, "kv_head": c.n_kv_heads, "d_head": c.d_head, "d_mlp": c.d_mlp}
+        sizes = {
+            "d_model": c.d_model,
+            "head": c.n_heads,
+            "kv_head": c.n_kv_heads,
+            "d_head": c.d_head,
+            "d_mlp": c.d_mlp,
+        }
         shape = " ".join(f"{d}={sizes[d]}" if d in sizes else d for d in info.shape.split())
         return HookInfo(name, shape, info.meaning, info.on_demand)
 
     # ------------------------------------------------------------------ tokens
 
-    def tokenize(self, inputs: str | Sequence[str], *, prepend_bos: bool | None = None, padding_side: str = "right") -> TokenBatch:
+    def tokenize(
+        self, inputs: str | Sequence[str], *, prepend_bos: bool | None = None, padding_side: str = "right"
+    ) -> TokenBatch:
         """Tokenize and pad prompts into a :class:`TokenBatch` (see ``models/tokens.py`` for the BOS policy)."""
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
         if not texts:
             raise ValueError("no prompts given")
         return pad(encode(self.tokenizer, texts, prepend_bos), pad_id_of(self.tokenizer), padding_side)
 
-    def to_tokens(self, inputs: str | Sequence[str], *, prepend_bos: bool | None = None, padding_side: str = "right") -> Tensor:
+    def to_tokens(
+        self, inputs: str | Sequence[str], *, prepend_bos: bool | None = None, padding_side: str = "right"
+    ) -> Tensor:
         """Token ids ``[batch pos]`` of one prompt or a padded list of prompts."""
         return self.tokenize(inputs, prepend_bos=prepend_bos, padding_side=padding_side).tokens
 
@@ -167,9 +181,13 @@ class HookedModel:
         t = torch.as_tensor(tokens)
         if t.dim() == 2:
             return [self.to_string(row) for row in t]  # type: ignore[misc]
-        return self.tokenizer.decode(t.tolist(), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return self.tokenizer.decode(
+            t.tolist(), skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
 
-    def to_str_tokens(self, inputs: str | Tensor | Sequence[int], *, prepend_bos: bool | None = None) -> list[str]:
+    def to_str_tokens(
+        self, inputs: str | Tensor | Sequence[int], *, prepend_bos: bool | None = None
+    ) -> list[str]:
         """Each token of one prompt as its own string: ``["The", " E", "iff", "el", ...]``."""
         if isinstance(inputs, str):
             ids = encode(self.tokenizer, [inputs], prepend_bos)[0]
@@ -189,10 +207,14 @@ class HookedModel:
             raise MechscopeError(f"{text!r} is {len(ids)} tokens: {decode_each(self.tokenizer, ids)}")
         return ids[0]
 
-    def _batch(self, inputs: Inputs, attention_mask: Tensor | None, prepend_bos: bool | None, padding_side: str) -> TokenBatch:
+    def _batch(
+        self, inputs: Inputs, attention_mask: Tensor | None, prepend_bos: bool | None, padding_side: str
+    ) -> TokenBatch:
         if isinstance(inputs, TokenBatch):
             batch = inputs
-        elif isinstance(inputs, str) or (isinstance(inputs, Sequence) and inputs and isinstance(inputs[0], str)):
+        elif isinstance(inputs, str) or (
+            isinstance(inputs, Sequence) and inputs and isinstance(inputs[0], str)
+        ):
             batch = self.tokenize(inputs, prepend_bos=prepend_bos, padding_side=padding_side)  # type: ignore[arg-type]
         else:
             tokens = torch.as_tensor(inputs, dtype=torch.long)
@@ -237,7 +259,9 @@ class HookedModel:
                     raise TypeError(f"the hook function for {key!r} is not callable")
                 table.setdefault(self._check_name(key), []).append(fn)
         requested = set(new_fwd) | set(new_bwd)
-        layers = lambda sites: frozenset(parse(n)[0] for n in requested if parse(n)[1] in sites)  # noqa: E731
+        def layers(sites: set[str]) -> frozenset[int]:
+            return frozenset(layer for n in requested if (layer := parse(n)[0]) is not None and parse(n)[1] in sites)
+
         return RunState(
             fwd=new_fwd,
             bwd=new_bwd,
@@ -325,11 +349,8 @@ class HookedModel:
 
         state = self._state([*fwd_hooks, *((n, record) for n in wanted)], (), stop_at_layer, grad)
         logits = None
-        with nullcontext() if grad else torch.no_grad(), self._rt.active(state):
-            try:
-                logits = self._forward(batch)
-            except StopForward:
-                pass
+        with nullcontext() if grad else torch.no_grad(), self._rt.active(state), suppress(StopForward):
+            logits = self._forward(batch)
         if not return_logits:
             logits = None
         cache = ActivationCache(store, batch, self._rt.hook_names, self.cfg.n_layers)
@@ -402,7 +423,10 @@ class HookedModel:
                 bos_token_id=c.bos_token_id,
                 use_cache=(not kv_hooked) if use_cache is None else use_cache,
             )
-            with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]), torch.no_grad():
+            with (
+                torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]),
+                torch.no_grad(),
+            ):
                 if seed is not None:
                     torch.manual_seed(seed)
                 out = self.hf_model.generate(

@@ -68,7 +68,7 @@ def load_model(
         model_dir = path
     elif path.exists():
         raise ModelLoadError(f"{name} is neither a model directory nor a .gguf file")
-    elif name.endswith(".gguf") or os.sep in name and not _looks_like_hub_id(name):
+    elif name.endswith(".gguf") or (os.sep in name and not _looks_like_hub_id(name)):
         raise ModelLoadError(f"no such file or directory: {name}")
     else:
         model_dir = None
@@ -103,12 +103,18 @@ def _from_pretrained(
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as e:
-        where = "the local directory" if isinstance(source, Path) else "the Hugging Face Hub (is it reachable?)"
+        where = (
+            "the local directory" if isinstance(source, Path) else "the Hugging Face Hub (is it reachable?)"
+        )
         raise ModelLoadError(f"could not load {source} from {where}: {e}") from e
     tokenizer = None
     if not isinstance(source, Path) or any((source / f).exists() for f in _TOKENIZER_FILES):
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, revision=revision) if revision else AutoTokenizer.from_pretrained(source)
+            tokenizer = (
+                AutoTokenizer.from_pretrained(source, revision=revision)
+                if revision
+                else AutoTokenizer.from_pretrained(source)
+            )
         except (OSError, ValueError) as e:
             logger.warning("mechscope: no usable tokenizer for %s (%s); pass token ids", source, e)
     return hf_model, tokenizer

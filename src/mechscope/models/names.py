@@ -59,8 +59,12 @@ GLOBAL_PRE_SITES: tuple[SiteInfo, ...] = (
 BLOCK_SITES: tuple[SiteInfo, ...] = (
     SiteInfo("hook_resid_pre", "batch pos d_model", "residual stream entering the block"),
     SiteInfo("ln1.hook_normalized", "batch pos d_model", "output of the pre-attention norm"),
-    SiteInfo("attn.hook_q", "batch pos head d_head", "queries as attention uses them (after QK-norm and rotary)"),
-    SiteInfo("attn.hook_k", "batch pos kv_head d_head", "keys as attention uses them (after QK-norm and rotary)"),
+    SiteInfo(
+        "attn.hook_q", "batch pos head d_head", "queries as attention uses them (after QK-norm and rotary)"
+    ),
+    SiteInfo(
+        "attn.hook_k", "batch pos kv_head d_head", "keys as attention uses them (after QK-norm and rotary)"
+    ),
     SiteInfo("attn.hook_v", "batch pos kv_head d_head", "values"),
     SiteInfo(
         "attn.hook_attn_scores",
@@ -69,7 +73,11 @@ BLOCK_SITES: tuple[SiteInfo, ...] = (
         on_demand=True,
     ),
     SiteInfo("attn.hook_pattern", "batch head q_pos k_pos", "attention probabilities", on_demand=True),
-    SiteInfo("attn.hook_z", "batch pos head d_head", "per-head attention output, the input of the output projection"),
+    SiteInfo(
+        "attn.hook_z",
+        "batch pos head d_head",
+        "per-head attention output, the input of the output projection",
+    ),
     SiteInfo(
         "attn.hook_result",
         "batch pos head d_model",
@@ -98,7 +106,11 @@ BLOCK_SITES: tuple[SiteInfo, ...] = (
 )
 
 GLOBAL_POST_SITES: tuple[SiteInfo, ...] = (
-    SiteInfo("ln_final.hook_normalized", "batch pos d_model", "output of the final norm, the input of the unembedding"),
+    SiteInfo(
+        "ln_final.hook_normalized",
+        "batch pos d_model",
+        "output of the final norm, the input of the unembedding",
+    ),
 )
 
 SITES: dict[str, SiteInfo] = {s.suffix: s for s in GLOBAL_PRE_SITES + BLOCK_SITES + GLOBAL_POST_SITES}

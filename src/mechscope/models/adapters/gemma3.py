@@ -13,5 +13,7 @@ ADAPTER = replace(
     _GEMMA2,
     family="gemma3",
     model_types=("gemma3_text",),
-    tolerated_fields=frozenset({"cache_implementation", "hidden_act", "rope_theta", "rope_local_base_freq", "rope_scaling"}),
+    tolerated_fields=frozenset(
+        {"cache_implementation", "hidden_act", "rope_theta", "rope_local_base_freq", "rope_scaling"}
+    ),
 )
