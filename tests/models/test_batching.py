@@ -54,3 +54,10 @@ def test_last_positions(tiny_model):
         batch = m.tokenize(PROMPTS, padding_side=side)
         last = batch.tokens[torch.arange(len(PROMPTS)), batch.last_positions]
         assert last.tolist() == [m.to_tokens(p)[0, -1].item() for p in PROMPTS]
+
+
+def test_ragged_token_lists_are_padded(tiny_model):
+    m = tiny_model
+    ids = [m.to_tokens(p)[0].tolist() for p in PROMPTS]
+    with torch.no_grad():
+        assert torch.equal(m(ids), m(PROMPTS))

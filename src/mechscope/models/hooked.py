@@ -30,6 +30,16 @@ _PATTERN_SITES = {"attn.hook_attn_scores", "attn.hook_pattern"}
 _KV_SITES = {"attn.hook_k", "attn.hook_v"}
 
 
+def _ragged(inputs: Any) -> bool:
+    """A list of token-id lists of different lengths (padded like a list of prompts)."""
+    return (
+        isinstance(inputs, Sequence)
+        and len(inputs) > 1
+        and all(isinstance(x, Sequence | Tensor) for x in inputs)
+        and len({len(x) for x in inputs}) > 1
+    )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The dimensions of a hooked model, read from its HF config and modules."""
@@ -216,6 +226,8 @@ class HookedModel:
             isinstance(inputs, Sequence) and inputs and isinstance(inputs[0], str)
         ):
             batch = self.tokenize(inputs, prepend_bos=prepend_bos, padding_side=padding_side)  # type: ignore[arg-type]
+        elif _ragged(inputs) and attention_mask is None:
+            batch = pad([list(map(int, x)) for x in inputs], pad_id_of(self.tokenizer), padding_side)  # type: ignore[union-attr]
         else:
             tokens = torch.as_tensor(inputs, dtype=torch.long)
             if tokens.dim() == 1:
@@ -259,8 +271,11 @@ class HookedModel:
                     raise TypeError(f"the hook function for {key!r} is not callable")
                 table.setdefault(self._check_name(key), []).append(fn)
         requested = set(new_fwd) | set(new_bwd)
+
         def layers(sites: set[str]) -> frozenset[int]:
-            return frozenset(layer for n in requested if (layer := parse(n)[0]) is not None and parse(n)[1] in sites)
+            return frozenset(
+                layer for n in requested if (layer := parse(n)[0]) is not None and parse(n)[1] in sites
+            )
 
         return RunState(
             fwd=new_fwd,
