@@ -19,7 +19,7 @@ from ..errors import MechscopeError, UnsupportedArchitectureError
 from .adapters import SUPPORTED_MODEL_TYPES, adapter_for, get_path, has_path
 from .cache import ActivationCache
 from .names import SITES, HookInfo, hook_name, parse, suggest
-from .runtime import HookFn, RunState, Runtime, StopForward
+from .runtime import HookFn, RunState, Runtime, StopForward, read_only
 from .tokens import TokenBatch, decode_each, encode, pad, pad_id_of
 
 Inputs = str | Sequence[str] | Tensor | TokenBatch
@@ -251,7 +251,7 @@ class HookedModel:
 
     def _resolve_names(self, names: NamesArg) -> list[str]:
         if names is None:
-            return [n for n in self._rt.hook_names if not SITES[parse(n)[1]].on_demand]
+            return list(self._rt.default_names)
         if callable(names):
             return [n for n in self._rt.hook_names if names(n)]
         if isinstance(names, str | tuple):
@@ -274,7 +274,7 @@ class HookedModel:
 
         def layers(sites: set[str]) -> frozenset[int]:
             return frozenset(
-                layer for n in requested if (layer := parse(n)[0]) is not None and parse(n)[1] in sites
+                p.layer for n in requested if (p := self._rt.points[n]).layer is not None and p.site in sites
             )
 
         return RunState(
@@ -358,6 +358,7 @@ class HookedModel:
             stop_at_layer = self._deepest_block(wanted)
         store: dict[str, Tensor] = {}
 
+        @read_only
         def record(t: Tensor, hook: Any) -> None:
             t = t if grad else t.detach()
             store[hook.name] = t.to(device) if device is not None else t
@@ -375,7 +376,7 @@ class HookedModel:
         """The ``stop_at_layer`` that computes ``names`` and nothing after them."""
         if "ln_final.hook_normalized" in names:
             return self.cfg.n_layers
-        return max((layer for n in names if (layer := parse(n)[0]) is not None), default=-1) + 1
+        return max((layer for n in names if (layer := self._rt.points[n].layer) is not None), default=-1) + 1
 
     def unembed(self, resid: Tensor) -> Tensor:
         """Logits from residual-stream vectors ``[..., d_model]``: final norm, unembedding, soft-cap.
@@ -419,7 +420,7 @@ class HookedModel:
 
         batch = self._batch(inputs, None, prepend_bos, "left")
         with self.hooks(fwd_hooks):
-            kv_hooked = any(parse(n)[1] in _KV_SITES for n in self._rt.state.fwd)
+            kv_hooked = any(self._rt.points[n].site in _KV_SITES for n in self._rt.state.fwd)
             c = self.hf_model.config
             # Every decoding knob is set explicitly, so the model's own generation_config
             # (repetition penalties, sampling defaults...) cannot change what greedy means.

@@ -40,7 +40,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ..errors import HookError, HookShapeError, MechscopeError
 from .adapters import Adapter, get_path
-from .names import BLOCK_SITES, GLOBAL_POST_SITES, GLOBAL_PRE_SITES, parse
+from .names import BLOCK_SITES, GLOBAL_POST_SITES, GLOBAL_PRE_SITES, SITES, parse
 
 HookFn = Callable[[Tensor, "HookPoint"], Tensor | None]
 
@@ -53,6 +53,14 @@ class HookPoint:
     """Full hook name, e.g. ``blocks.3.attn.hook_z``."""
     layer: int | None
     """Block index, or None for global sites (embed, ln_final)."""
+    site: str = ""
+    """The name without its block prefix, e.g. ``attn.hook_z``."""
+
+
+def read_only(fn: HookFn) -> HookFn:
+    """Mark a hook function as one that never edits its tensor (so no defensive copy is made)."""
+    fn.mechscope_read_only = True  # type: ignore[attr-defined]
+    return fn
 
 
 @dataclass
@@ -155,8 +163,9 @@ def _run_bwd(fns: list[HookFn], point: HookPoint, grad: Tensor) -> Tensor:
 
 
 def _fire_copy(rt: Runtime, name: str, x: Tensor) -> Tensor:
-    """Fire a branch-input site whose tensor aliases the residual: hooks get a private copy."""
-    if name in rt.state.fwd:
+    """Fire a branch-input site whose tensor aliases the residual: hooks that may edit get a copy."""
+    fns = rt.state.fwd.get(name)
+    if fns and not all(getattr(fn, "mechscope_read_only", False) for fn in fns):
         x = x.clone()
     return fire(rt, name, x)
 
@@ -325,7 +334,9 @@ class Runtime:
         self.names = [BlockNames(i) for i in range(len(self.layers))]
         self.parts = [self._resolve(layer) for layer in self.layers]
         self.hook_names = self._hook_names()
-        self.points = {name: HookPoint(name, _layer_of(name)) for name in self.hook_names}
+        self.points = {name: HookPoint(name, *parse(name)) for name in self.hook_names}
+        self.default_names = [n for n in self.hook_names if not SITES[self.points[n].site].on_demand]
+        """Every hook point that is not computed on demand (what ``names=None`` records)."""
         self.state = RunState()
         self.batch_size = 1  # set by the embedding hook; read by the position-embedding hook
         self._depth = 0
@@ -452,10 +463,6 @@ class Runtime:
         o_proj = get_path(self.parts[layer].attn, self.adapter.o_proj)
         w = o_proj.weight if self.adapter.conv1d_weights else o_proj.weight.T
         return w.reshape(self.n_heads, self.d_head, -1)
-
-
-def _layer_of(name: str) -> int | None:
-    return parse(name)[0]
 
 
 def _restore_forward(layer: nn.Module, previous: Any) -> None:
