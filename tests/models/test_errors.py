@@ -146,3 +146,16 @@ def test_bos_policy(llama):
     with pytest.raises(TokenizationError, match="no tokens"):
         llama.to_tokens("")
     assert llama.to_str_tokens("def f") == [t.decode([i]) for i in plain[0].tolist()]
+
+
+def test_multi_device_dispatch_is_refused():
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    hf = AutoModelForCausalLM.from_config(
+        LlamaConfig(
+            vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4
+        )
+    )
+    hf.model.layers[1]._hf_hook = object()  # what accelerate's dispatch_model leaves on each layer
+    with pytest.raises(mechscope.MechscopeError, match="accelerate"):
+        mechscope.wrap(hf)

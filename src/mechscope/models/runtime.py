@@ -331,6 +331,13 @@ class Runtime:
         self.adapter = adapter
         self.n_heads, self.d_head = n_heads, d_head
         self.layers: list[nn.Module] = list(get_path(hf_model, adapter.layers))
+        if any(hasattr(layer, "_hf_hook") for layer in self.layers):
+            # accelerate's dispatch hooks move tensors between devices inside each layer's
+            # forward, which the block forward below replaces: refuse rather than run wrong.
+            raise MechscopeError(
+                "this model was dispatched across devices by accelerate (device_map with several "
+                "devices or offloading), which mechscope does not support yet; load it on one device"
+            )
         self.names = [BlockNames(i) for i in range(len(self.layers))]
         self.parts = [self._resolve(layer) for layer in self.layers]
         self.hook_names = self._hook_names()
