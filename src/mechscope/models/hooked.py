@@ -306,14 +306,21 @@ class HookedModel:
         attention_mask: Tensor | None = None,
         prepend_bos: bool | None = None,
         padding_side: str = "right",
+        logits_to_keep: int = 0,
     ) -> Tensor:
-        """Logits ``[batch pos d_vocab]`` for the inputs, with whatever hooks are in force."""
-        return self._forward(self._batch(inputs, attention_mask, prepend_bos, padding_side))
+        """Logits ``[batch pos d_vocab]`` for the inputs, with whatever hooks are in force.
+
+        ``logits_to_keep=k`` computes logits for the last ``k`` positions only (HF's
+        argument; with left padding, ``1`` gives every prompt's next-token logits cheaply).
+        """
+        return self._forward(self._batch(inputs, attention_mask, prepend_bos, padding_side), logits_to_keep)
 
     forward = __call__
 
-    def _forward(self, batch: TokenBatch) -> Tensor:
+    def _forward(self, batch: TokenBatch, logits_to_keep: int = 0) -> Tensor:
         kwargs: dict[str, Any] = {"input_ids": batch.tokens, "use_cache": False}
+        if logits_to_keep:
+            kwargs["logits_to_keep"] = logits_to_keep
         if batch.is_padded:
             kwargs.update(attention_mask=batch.attention_mask, position_ids=batch.position_ids)
         return self.hf_model(**kwargs).logits
