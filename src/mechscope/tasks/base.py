@@ -198,7 +198,7 @@ def _answer_table(
 def _as_set(answer: Answer) -> list[str | int]:
     if isinstance(answer, str | int):
         return [answer]
-    out = list(answer)
+    out: list[str | int] = list(answer)  # type: ignore[arg-type]
     if not out:
         raise TaskError("an answer set is empty")
     return out
