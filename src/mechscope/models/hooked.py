@@ -349,6 +349,7 @@ class HookedModel:
         attention_mask: Tensor | None = None,
         prepend_bos: bool | None = None,
         padding_side: str = "right",
+        logits_to_keep: int = 0,
     ) -> tuple[Tensor | None, ActivationCache]:
         """Run the model and record activations: returns ``(logits, cache)``.
 
@@ -373,7 +374,7 @@ class HookedModel:
         state = self._state([*fwd_hooks, *((n, record) for n in wanted)], (), stop_at_layer, grad)
         logits = None
         with nullcontext() if grad else torch.no_grad(), self._rt.active(state), suppress(StopForward):
-            logits = self._forward(batch)
+            logits = self._forward(batch, logits_to_keep)
         if not return_logits:
             logits = None
         cache = ActivationCache(store, batch, self._rt.hook_names, self.cfg.n_layers)
@@ -385,13 +386,37 @@ class HookedModel:
             return self.cfg.n_layers
         return max((layer for n in names if (layer := self._rt.points[n].layer) is not None), default=-1) + 1
 
-    def unembed(self, resid: Tensor) -> Tensor:
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The HF decoder layers. Called while hooks are in force they run mechscope's block forward."""
+        return list(self._rt.layers)
+
+    def block_inputs(self, **hf_kwargs: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        """What HF passes to each decoder block for ``hf_model(**hf_kwargs)``, without running the blocks.
+
+        Returns one ``(args, kwargs)`` per block (attention masks, rotary embeddings, caches in
+        the model's own formats), so a caller can run blocks on their own (see the patching
+        engine's suffix runs).
+        """
+        captured: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        state = RunState(capture=captured, stop_at_layer=self.cfg.n_layers)
+        with torch.no_grad(), self._rt.active(state), suppress(StopForward):
+            self.hf_model(**hf_kwargs)
+        return captured
+
+    def unembed(self, resid: Tensor, token_ids: Tensor | None = None) -> Tensor:
         """Logits from residual-stream vectors ``[..., d_model]``: final norm, unembedding, soft-cap.
 
+        ``token_ids`` (1-D) restricts the output to those vocabulary entries, ``[..., len(ids)]``.
         Runs the modules' own ``forward`` so no hooks fire (it is used by the logit lens).
         """
         x = get_path(self.hf_model, self.adapter.final_norm).forward(resid)
-        logits = get_path(self.hf_model, self.adapter.unembed).forward(x)
+        head = get_path(self.hf_model, self.adapter.unembed)
+        if token_ids is None:
+            logits = head.forward(x)
+        else:
+            bias = None if head.bias is None else head.bias[token_ids]
+            logits = torch.nn.functional.linear(x, head.weight[token_ids], bias)
         cap = getattr(self.hf_model.config, self.adapter.final_logit_softcap or "", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap

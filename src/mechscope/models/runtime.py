@@ -79,6 +79,11 @@ class RunState:
     """Layers whose per-head result is requested."""
     need_grad: bool = False
     """Make activations require grad even if the parameters are frozen (backward hooks, ``grad=True``)."""
+    capture: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None
+    """When set, each block records its call arguments here and passes its input through unchanged."""
+    trim_final_block: bool = False
+    """The caller needs only the last position out of the final block: after attention, it
+    computes the rest of that block for the last position only (later sites there see one position)."""
 
 
 class StopForward(Exception):
@@ -198,6 +203,9 @@ class _Parts:
 def _block_forward(rt: Runtime, layer: int, hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
     """A decoder layer's forward with every residual-stream site exposed (HF's op order)."""
     n, p = rt.names[layer], rt.parts[layer]
+    if rt.state.capture is not None:  # record what HF passes to this block (masks, rotary...), skip the work
+        rt.state.capture.append((args, kwargs))
+        return hidden_states
     resid_pre = fire(rt, n.resid_pre, hidden_states)
     if rt.state.stop_at_layer == layer:
         raise StopForward
@@ -209,6 +217,8 @@ def _block_forward(rt: Runtime, layer: int, hidden_states: Tensor, *args: Any, *
     if p.post_attn_norm is not None:
         a = p.post_attn_norm(a)
     attn_out = fire(rt, n.attn_out, a)
+    if rt.state.trim_final_block and layer == len(rt.layers) - 1:
+        resid_pre, attn_out = resid_pre[:, -1:], attn_out[:, -1:]
     if p.parallel:
         mlp_out = _mlp_branch(rt, n, p, _fire_copy(rt, n.mlp_in, resid_pre))
         resid_post = mlp_out + attn_out + resid_pre  # GPT-NeoX's order of additions

@@ -44,6 +44,8 @@ class Metric(ABC):
     name: str = "metric"
     higher_is_clean: bool = True
     """Whether the clean run scores higher than the corrupted one (False for loss and KL)."""
+    reads_only_answers: bool = False
+    """True when only the answer and wrong-answer logits matter (then callers may compute just those)."""
 
     @abstractmethod
     def __call__(self, logits: Tensor, data: PreparedTask) -> Tensor: ...
@@ -53,6 +55,7 @@ class LogitDiff(Metric):
     """Mean correct-answer logit minus mean wrong-answer logit."""
 
     name = "logit_diff"
+    reads_only_answers = True
 
     def __call__(self, logits: Tensor, data: PreparedTask) -> Tensor:
         rows = logits.shape[0]
@@ -72,6 +75,7 @@ class NormalizedLogitDiff(Metric):
     corrupted: float
     """Mean logit difference of the corrupted run."""
     name = "normalized_logit_diff"
+    reads_only_answers = True
 
     def __post_init__(self) -> None:
         if abs(self.clean - self.corrupted) < 1e-6:
@@ -161,6 +165,18 @@ def make_metric(name: str | Metric, model: HookedModel, data: PreparedTask) -> M
     if name == "kl_to_clean":
         return KLToClean(final_logits(model, data, "clean"))
     raise TaskError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
+
+
+def answer_token_ids(data: PreparedTask) -> Tensor:
+    """Every token id a ``reads_only_answers`` metric looks at, ``[k]`` (sorted, unique)."""
+    return torch.cat([data.answer_ids[data.answer_mask], data.wrong_ids[data.wrong_mask]]).unique()
+
+
+def scatter_logits(partial: Tensor, token_ids: Tensor, d_vocab: int) -> Tensor:
+    """Full-vocabulary logits ``[rows d_vocab]`` from ``partial`` ``[rows k]`` at ``token_ids``; -inf elsewhere."""
+    full = partial.new_full((partial.shape[0], d_vocab), float("-inf"))
+    full[:, token_ids] = partial
+    return full
 
 
 def binary_accuracy(logits: Tensor, data: PreparedTask) -> Tensor:
