@@ -157,13 +157,21 @@ def _baseline_runs(
     for which, batch in (("clean", data.clean), ("corrupted", data.corrupted)):
         is_target = (which == "corrupted") == (direction == "denoise")
         wanted = tgt_names if is_target else src_names
-        logits, cache = model.run_with_cache(batch, names=wanted, logits_to_keep=1)
+        # On-demand sites (patterns, per-head results) change how attention is computed, so the
+        # baselines come from a run without them; those sites are recorded in a second run.
+        later = [n for n in wanted if model.hook_info(n).on_demand]
+        logits, cache = model.run_with_cache(
+            batch, names=[n for n in wanted if n not in later], logits_to_keep=1
+        )
         assert logits is not None
+        values = dict(cache)
+        if later:
+            values.update(model.run_with_cache(batch, names=later, return_logits=False)[1])
         out[f"{which}_logits"] = logits[:, -1]
         if is_target:
-            out["target_cache"], out["target_logits"] = dict(cache), logits[:, -1]
+            out["target_cache"], out["target_logits"] = values, logits[:, -1]
         else:
-            out["source"] = dict(cache)
+            out["source"] = values
     return out
 
 
