@@ -98,7 +98,9 @@ def _by_pos(site: str) -> Builder:
         model: HookedModel, data: PreparedTask, cfg: SweepConfig
     ) -> tuple[list[Variant], tuple[Axis, ...]]:
         layers, positions = _layers(model, cfg), _positions(data, cfg)
-        variants = [(Patch(f"blocks.{layer}.{site}", (p,)),) for layer in layers for p in positions]
+        variants: list[Variant] = [
+            (Patch(f"blocks.{layer}.{site}", (p,)),) for layer in layers for p in positions
+        ]
         labels = position_labels(model, data)
         return variants, (_layer_axis(layers), Axis("pos", tuple(labels[p] for p in positions)))
 
@@ -112,7 +114,9 @@ def _per_head(site: str, kv: bool = False) -> Builder:
         layers = _layers(model, cfg)
         heads = model.cfg.n_kv_heads if kv else model.cfg.n_heads
         index = (lambda h: (h,)) if site == "attn.hook_pattern" else (lambda h: (slice(None), h))
-        variants = [(Patch(f"blocks.{layer}.{site}", index(h)),) for layer in layers for h in range(heads)]
+        variants: list[Variant] = [
+            (Patch(f"blocks.{layer}.{site}", index(h)),) for layer in layers for h in range(heads)
+        ]
         return variants, (
             _layer_axis(layers),
             Axis("kv_head" if kv else "head", tuple(map(str, range(heads)))),
