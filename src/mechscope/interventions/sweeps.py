@@ -130,7 +130,7 @@ def _heads_by_pos(
 ) -> tuple[list[Variant], tuple[Axis, ...]]:
     layers, positions = _layers(model, cfg), _positions(data, cfg)
     heads = range(model.cfg.n_heads)
-    variants = [
+    variants: list[Variant] = [
         (Patch(f"blocks.{layer}.attn.hook_z", (p, h)),) for layer in layers for p in positions for h in heads
     ]
     labels = position_labels(model, data)
@@ -147,7 +147,7 @@ def _neurons(
 ) -> tuple[list[Variant], tuple[Axis, ...]]:
     layers = _layers(model, cfg)
     neurons = list(range(model.cfg.d_mlp)) if cfg.neurons is None else list(cfg.neurons)
-    variants = [
+    variants: list[Variant] = [
         (Patch(f"blocks.{layer}.mlp.hook_post", (slice(None), i)),) for layer in layers for i in neurons
     ]
     return variants, (_layer_axis(layers), Axis("neuron", tuple(map(str, neurons))))
