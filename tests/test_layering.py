@@ -12,7 +12,7 @@ ALLOWED: dict[str, set[str]] = {
     "models": set(),
     "data": {"models"},
     "tasks": {"models", "data"},
-    "interventions": {"models", "tasks"},
+    "interventions": {"models", "tasks", "report"},
     "dictionary": {"models", "data"},
     "features": {"models", "data", "dictionary", "interventions"},
     "steering": {"models", "dictionary"},

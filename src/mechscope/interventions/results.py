@@ -91,7 +91,7 @@ class PatchResult:
 
         ``by``: ``abs_effect`` ranks by |value − baseline| (the baseline is the run the
         sites were patched into: corrupted for denoising, clean for noising and ablation,
-        0 for attributions), ``value`` by value.
+        0 for direct logit attribution), ``value`` by value.
         """
         base = self.baseline
         score = (self.values - base).abs() if by == "abs_effect" else self.values
@@ -106,8 +106,8 @@ class PatchResult:
 
     @property
     def baseline(self) -> float:
-        """The metric with nothing patched, in the run the sites were changed in."""
-        if self.method in ("attribution_patching", "direct_logit_attribution"):
+        """The metric with nothing changed, in the run the sites were changed in (0 for attributions)."""
+        if self.method == "direct_logit_attribution":
             return 0.0
         return self.corrupted if self.direction == "denoise" else self.clean
 
@@ -197,11 +197,7 @@ class PatchResult:
         return heatmap_html(self._plot_spec(title, normalized), path)
 
     def _plot_spec(self, title: str | None, normalized: bool | None) -> dict[str, Any]:
-        norm = (
-            self.method in ("activation_patching", "ablation", "path_patching")
-            if normalized is None
-            else normalized
-        )
+        norm = self.method != "direct_logit_attribution" if normalized is None else normalized
         values = self.normalized() if norm else self.values
         return {
             "values": values.detach().float().cpu().numpy(),

@@ -286,7 +286,8 @@ def _explicit_attention(
     allowed = _allowed(attention_mask, query.shape[2], key.shape[2], query.device)
     scores = scores.masked_fill(~allowed, float("-inf"))
     scores = fire(rt, n.scores, scores)
-    pattern = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    low = query.dtype in (torch.float16, torch.bfloat16)  # upcast half precision, as HF's kernels do
+    pattern = torch.softmax(scores, dim=-1, dtype=torch.float32 if low else query.dtype)
     pattern = torch.where(allowed.any(-1, keepdim=True), pattern, 0.0).to(query.dtype)  # empty rows -> 0
     pattern = fire(rt, n.pattern, pattern)
     if dropout and module.training:
