@@ -118,8 +118,9 @@ def _linear_estimates(
     """``Σ (a_src − a_tgt) · grad`` over each variant's patched slices, ``[variant n]``."""
     products = {n: (src[n] - tgt[n]) * grads[n] for n in grads}
     rows = []
+    n = next(iter(products.values())).shape[0]
     for v in variants:
-        total = 0.0
+        total = next(iter(products.values())).new_zeros(n)
         for patch in v:
             p = normalize(patch, products[patch.name].shape)
             part = products[patch.name][(slice(None), *p.index)]
