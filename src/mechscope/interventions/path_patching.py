@@ -91,7 +91,10 @@ def path_patch(
     full = len(senders) == len(layers) * c.n_heads
     if full:
         shape: tuple[int, ...] = (len(layers), c.n_heads)
-        axes = (Axis("layer", tuple(map(str, layers))), Axis("head", tuple(map(str, range(c.n_heads)))))
+        axes: tuple[Axis, ...] = (
+            Axis("layer", tuple(map(str, layers))),
+            Axis("head", tuple(map(str, range(c.n_heads)))),
+        )
     else:
         shape = (len(senders),)
         axes = (Axis("sender", tuple(f"L{layer}H{h}" for layer, h in senders)),)
