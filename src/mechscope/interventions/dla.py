@@ -85,7 +85,7 @@ def direct_logit_attribution(
                 [cache[f"blocks.{i}.attn.hook_result"][:, -1] for i in range(n_layers)]
             )  # [L n h d]
             values = (frozen_norm(model, parts.transpose(1, 2), resid) * direction).sum(-1)  # [L h n]
-            axes = (
+            axes: tuple[Axis, ...] = (
                 Axis("layer", tuple(map(str, range(n_layers)))),
                 Axis("head", tuple(map(str, range(model.cfg.n_heads)))),
             )
