@@ -1,7 +1,9 @@
 """Behaviours: clean/corrupted prompt pairs, answers and metrics."""
 
 from .base import PreparedTask, Task, TaskError, prepare
+from .builtin import BUILTIN_TASKS, factual_recall, greater_than, induction, ioi, make_task
 from .evaluate import TaskEval, evaluate
+from .jsonl import load_jsonl, save_jsonl
 from .metrics import (
     METRICS,
     AnswerProb,
@@ -18,6 +20,7 @@ from .metrics import (
 )
 
 __all__ = [
+    "BUILTIN_TASKS",
     "METRICS",
     "AnswerProb",
     "KLToClean",
@@ -32,8 +35,15 @@ __all__ = [
     "TaskEval",
     "binary_accuracy",
     "evaluate",
+    "factual_recall",
     "final_logits",
+    "greater_than",
+    "induction",
+    "ioi",
+    "load_jsonl",
     "make_metric",
+    "make_task",
     "prepare",
+    "save_jsonl",
     "top1_accuracy",
 ]
