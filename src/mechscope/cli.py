@@ -1,6 +1,7 @@
 """The ``mechscope`` command line: thin subcommands that parse arguments and call the library.
 
     mechscope demo [--model NAME] [--out DIR]   run the demo and write a run directory
+    mechscope patch --task ioi --sweep heads    localise a behaviour and write a result directory
     mechscope models                            list the built-in models
     mechscope hooks MODEL                       list a model's hook points with their shapes
     mechscope --version
@@ -75,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_cmd_demo)
 
+    _add_patch(sub)
+
     models = sub.add_parser("models", help="list the built-in models")
     models.set_defaults(func=_cmd_models)
 
@@ -83,6 +86,65 @@ def _parser() -> argparse.ArgumentParser:
     hooks.add_argument("--device", default="cpu", help="device to load the model on (default: %(default)s)")
     hooks.set_defaults(func=_cmd_hooks)
     return p
+
+
+def _add_patch(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from .interventions import SWEEPS
+    from .pipeline.patch import METHODS, PatchJobConfig
+
+    docs, d = _field_docs(PatchJobConfig), PatchJobConfig()
+    p = sub.add_parser("patch", help="localise a behaviour: patch, attribute or ablate every site of a sweep")
+    p.add_argument("--model", default=d.model, help=f"{docs.get('model', '')} (default: %(default)s)")
+    p.add_argument("--task", default=d.task, help=f"{docs.get('task', '')} (default: %(default)s)")
+    p.add_argument(
+        "--sweep", default=d.sweep, choices=list(SWEEPS), help="which sites (default: %(default)s)"
+    )
+    p.add_argument(
+        "--method",
+        default=d.method,
+        choices=list(METHODS),
+        help=f"{docs.get('method', '')} (default: %(default)s)",
+    )
+    p.add_argument("--out", type=Path, default=d.out, help=f"{docs.get('out', '')} (default: %(default)s)")
+    p.add_argument("--n", type=int, default=d.n, help=f"{docs.get('n', '')} (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"{docs.get('seed', '')} (default: %(default)s)")
+    p.add_argument(
+        "--direction", default=d.direction, choices=["denoise", "noise"], help="(default: %(default)s)"
+    )
+    p.add_argument("--metric", default=None, help="metric name (default: the task's own)")
+    p.add_argument(
+        "--mode",
+        default=d.mode,
+        choices=["fast", "batched", "loop"],
+        help="engine mode (default: %(default)s)",
+    )
+    p.add_argument("--layers", type=int, nargs="*", default=None, help="restrict to these blocks")
+    p.add_argument("--top", type=int, default=10, help="how many top sites to print (default: %(default)s)")
+    p.add_argument(
+        "--device", default=None, help="device for the model (default: CUDA when available, else CPU)"
+    )
+    p.set_defaults(func=_cmd_patch)
+
+
+def _cmd_patch(args: argparse.Namespace) -> int:
+    from .pipeline.patch import PatchJobConfig, run_patch
+
+    config = PatchJobConfig(
+        task=args.task, sweep=args.sweep, model=args.model, out=args.out, method=args.method, n=args.n,
+        seed=args.seed, direction=args.direction, metric=args.metric, mode=args.mode,
+        layers=tuple(args.layers) if args.layers else None, device=args.device,
+    )  # fmt: skip
+    out, result = run_patch(config, progress=_progress)
+    base = result.baseline
+    print(f"{result.method} of {result.sweep} on {result.info.get('task')}: {result.metric} clean {result.clean:.3f}, "
+          f"corrupted {result.corrupted:.3f}")  # fmt: skip
+    print(f"top {args.top} sites by |effect| (value, effect vs {base:.3f}):")
+    names = [a.name for a in result.axes]
+    for labels, value in result.top(args.top):
+        site = ", ".join(f"{n} {lab}" for n, lab in zip(names, labels))
+        print(f"  {site:<44} {value:8.3f}  ({value - base:+.3f})")
+    print(f"Wrote {out} (open {out / 'heatmap.html'})")
+    return 0
 
 
 def _field_docs(cls: type) -> dict[str, str]:
