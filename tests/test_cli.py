@@ -79,7 +79,7 @@ def test_demo_help_comes_from_the_config_docstrings(capsys, monkeypatch):
 
 @pytest.mark.real
 def test_demo_prints_the_run_path(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--quick"]) == 0
     captured = capsys.readouterr()
     m = re.fullmatch(r"Wrote (\S+) \(open (\S+)\)", captured.out.strip())
     assert m, captured.out
@@ -87,3 +87,34 @@ def test_demo_prints_the_run_path(tmp_path, capsys):
     assert run_dir.parent == tmp_path and Path(m.group(2)) == run_dir / "index.html"
     assert (run_dir / "index.html").is_file()
     assert "mechscope: loading" in captured.err  # progress goes to stderr
+
+
+@pytest.mark.real
+def test_patch_writes_a_result_and_prints_the_top_sites(tmp_path, capsys):
+    from mechscope.interventions import PatchResult
+
+    args = [
+        "patch",
+        "--task",
+        "ioi",
+        "--sweep",
+        "heads",
+        "--n",
+        "2",
+        "--layers",
+        "22",
+        "23",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "top 10 sites" in out and "layer 23, head" in out
+    m = re.search(r"Wrote (\S+) \(open", out)
+    assert m
+    result = PatchResult.load(m.group(1))
+    assert result.shape == (2, 9) and result.sweep == "heads"
+    for name in ("heatmap.png", "heatmap.html", "eval.json"):
+        assert (Path(m.group(1)) / name).is_file()
+    assert main(["patch", "--task", "no-such-task", "--out", str(tmp_path)]) == 2
+    assert "error:" in capsys.readouterr().err

@@ -34,7 +34,7 @@ META_KEYS = ("kind", "schema_version", "mechscope_version", "created", "config",
 def demo_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     lines: list[str] = []
-    run_dir = run_demo(DemoConfig(out=out), progress=lines.append)
+    run_dir = run_demo(DemoConfig(out=out, localise_n=4), progress=lines.append)
     assert run_dir.parent == out and run_dir.name.startswith("demo-")
     assert lines, "run_demo reported no progress"
     return run_dir
@@ -259,3 +259,22 @@ def test_report_imports_no_model_code():
                 continue
             for m in mods:
                 assert not m.startswith(banned), f"{path.name} imports {m}"
+
+
+@pytest.mark.real
+def test_localisation_stage(demo_run):
+    from mechscope.interventions import PatchResult
+
+    loc = json.loads((demo_run / "localisation.json").read_text())
+    tasks = {t["task"]: t for t in loc["tasks"]}
+    assert tasks["ioi"]["clean_top1"] >= 0.75 and tasks["ioi"]["corrupted_top1"] <= 0.25
+    assert tasks["factual"]["clean_metric"] > tasks["factual"]["corrupted_metric"]
+    for r in loc["results"]:
+        result = PatchResult.load(demo_run / "results" / r["name"])
+        assert (demo_run / r["png"]).read_bytes().startswith(PNG_MAGIC)
+        assert (demo_run / r["html"]).is_file()
+        assert result.top(1)[0][1] == pytest.approx(r["top"][0]["value"])
+    assert loc["top_heads"] and loc["top_heads"][0]["site"].startswith("layer ")
+    assert loc["atp_vs_exact"]["correlation"] > 0.8
+    page = (demo_run / "index.html").read_text()
+    assert "<h2>Localisation</h2>" in page and 'src="results/ioi-heads/heatmap.png"' in page

@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.device,
         help="device for the model (default: CUDA when available, else CPU)",
     )
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="skip the localisation stage (IOI and factual-recall patching, ~40 s)",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     _add_patch(sub)
@@ -176,7 +181,8 @@ def _progress(msg: str) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .pipeline.demo import DemoConfig, run_demo
 
-    run_dir = run_demo(DemoConfig(model=args.model, out=args.out, device=args.device), progress=_progress)
+    config = DemoConfig(model=args.model, out=args.out, device=args.device, localise=not args.quick)
+    run_dir = run_demo(config, progress=_progress)
     print(f"Wrote {run_dir} (open {run_dir / 'index.html'})")
     return 0
 

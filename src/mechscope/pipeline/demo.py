@@ -87,6 +87,10 @@ class DemoConfig:
     """Device for the model; ``None`` picks CUDA when available, else CPU."""
     seed: int = 0
     """Recorded in ``meta.json``; the demo draws no random numbers (greedy read-outs only)."""
+    localise: bool = True
+    """Also localise IOI and factual recall (patching, attribution) and add them to the page."""
+    localise_n: int = 8
+    """Prompts per task in the localisation stage."""
 
 
 def run_demo(config: DemoConfig | None = None, *, progress: Progress | None = None) -> Path:
@@ -112,6 +116,10 @@ def run_demo(config: DemoConfig | None = None, *, progress: Progress | None = No
     atomic_write_bytes(run_dir / "lens.safetensors", save(tensors, metadata={"kind": "demo-lens"}))
     atomic_write_json(run_dir / "results.json", {"factual": factual, "lens": lens_json})
     draw_lens_png(run_dir)
+    if config.localise:
+        from .localise import localise
+
+        localise(model, run_dir, n=config.localise_n, say=say)
     render_demo(run_dir)  # index.html last: its presence marks a complete run
     return run_dir
 

@@ -181,6 +181,7 @@ def render_demo(run_dir: str | Path) -> Path:
             f'<h1>mechscope demo <span class="muted">· {_e(model_id)}</span></h1>',
             _factual_section(run.results["factual"]),
             _lens_section(run),
+            _localisation_section(run.path),
             _meta_section(run.meta),
         ]
     )
@@ -254,6 +255,43 @@ def _lens_section(run: DemoRun) -> str:
         f"<th>p({_tok(lens['answer'])})</th><th>top-{k} lens tokens</th></tr></thead>\n<tbody>\n"
         + "\n".join(rows)
         + "\n</tbody>\n</table>\n</section>"
+    )
+
+
+def _localisation_section(run_dir: Path) -> str:
+    """Where the behaviours are computed, from ``localisation.json`` (absent when the stage was skipped)."""
+    path = run_dir / "localisation.json"
+    if not path.exists():
+        return ""
+    loc = _read_json(path, ("tasks", "results", "top_heads", "atp_vs_exact"))
+    rows = "\n".join(
+        f'<tr><td>{_e(t["task"])}</td><td class="num">{t["n"]}</td>'
+        f'<td class="num">{t["clean_accuracy"]:.0%}</td><td class="num">{t["corrupted_accuracy"]:.0%}</td>'
+        f'<td>{_e(t["metric"])}</td><td class="num">{t["clean_metric"]:.3f}</td>'
+        f'<td class="num">{t["corrupted_metric"]:.3f}</td></tr>'
+        for t in loc["tasks"]
+    )
+    heads = "\n".join(
+        f'<tr><td>{_e(h["site"])}</td><td class="num">{h["value"]:.3f}</td><td class="num">{h["effect"]:+.3f}</td></tr>'
+        for h in loc["top_heads"]
+    )
+    figures = "\n".join(
+        f'<figure><img src="{_e(r["png"])}" alt="{_e(r["title"])}"><figcaption>{_e(r["title"])} — '
+        f'<a href="{_e(r["html"])}">interactive heat map</a> ({_e(r["seconds"])} s)</figcaption></figure>'
+        for r in loc["results"]
+    )
+    c = loc["atp_vs_exact"]
+    return (
+        "<section>\n<h2>Localisation</h2>\n"
+        "<p>Clean vs corrupted prompts (corrupted accuracy is judged against the clean answers):</p>\n"
+        "<table>\n<thead><tr><th>task</th><th>n</th><th>clean acc.</th><th>corrupted acc.</th><th>metric</th>"
+        f"<th>clean</th><th>corrupted</th></tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n"
+        "<h3>Top IOI heads (exact patching, clean → corrupted)</h3>\n"
+        "<table>\n<thead><tr><th>head</th><th>patched logit diff</th><th>effect</th></tr></thead>\n"
+        f"<tbody>\n{heads}\n</tbody>\n</table>\n"
+        f"<p>Attribution patching of the heads correlates {c['correlation']:.3f} with exact patching "
+        f"and took {c['atp_seconds']} s against {c['exact_seconds']} s.</p>\n"
+        f"{figures}\n</section>"
     )
 
 

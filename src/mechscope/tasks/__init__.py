@@ -1,6 +1,6 @@
 """Behaviours: clean/corrupted prompt pairs, answers and metrics."""
 
-from .base import PreparedTask, Task, TaskError, prepare
+from .base import PreparedTask, Task, TaskError, aligned_groups, aligned_subset, prepare
 from .builtin import BUILTIN_TASKS, factual_recall, greater_than, induction, ioi, make_task
 from .evaluate import TaskEval, evaluate
 from .jsonl import load_jsonl, save_jsonl
@@ -33,6 +33,8 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskEval",
+    "aligned_groups",
+    "aligned_subset",
     "binary_accuracy",
     "evaluate",
     "factual_recall",

@@ -239,3 +239,22 @@ def as_dict(task: Task) -> dict[str, Any]:
             "wrong": task.wrong[0],
         },
     }
+
+
+def aligned_groups(model: HookedModel, task: Task) -> dict[tuple[int, ...], list[int]]:
+    """Example indices grouped by layout: ``(token count, *named positions) -> [index, ...]``.
+
+    Position-resolved results (a layer × position sweep) are meaningful across examples only
+    when every example has the same layout.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, prompt in enumerate(task.clean):
+        key = (len(_ids(model, prompt, None)), *(pos[i] for pos in task.positions.values()))
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
+def aligned_subset(model: HookedModel, task: Task, n: int | None = None) -> Task:
+    """The largest group of examples with one layout (see :func:`aligned_groups`), first ``n`` of it."""
+    best = max(aligned_groups(model, task).values(), key=len)
+    return task.subset(best[:n] if n else best)
