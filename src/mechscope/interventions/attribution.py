@@ -72,10 +72,10 @@ def attribution_patching(
     ]
     read = sorted(set(names) | set(extra)) if fix else names
     with torch.no_grad():
-        clean_logits, _ = model.run_with_cache(data.clean, names=[], logits_to_keep=1)
-        src = dict(model.run_with_cache(source, names=read, return_logits=False)[1])
+        src_logits, src_cache = model.run_with_cache(source, names=read, logits_to_keep=1)
+        src = dict(src_cache)
     logits, cache = model.run_with_cache(target, names=read, grad=True, logits_to_keep=1)
-    assert logits is not None and clean_logits is not None
+    assert logits is not None and src_logits is not None
     per_example = m(logits[:, -1], data)  # [n]
     grad_names = [f"blocks.{i}.attn.hook_pattern" for i in layers] if fix else names
     inputs = [cache[n] for n in grad_names]
@@ -88,10 +88,8 @@ def attribution_patching(
         else:
             est = _linear_estimates(variants, src, tgt, grads)
         values = per_example.detach()[None] + est  # [variant n]
-        clean = m(clean_logits[:, -1], data)
-    corrupted, clean_v = (
-        (per_example, clean) if direction == "denoise" else (m(_other(model, data), data), per_example)
-    )
+        other = m(src_logits[:, -1], data)
+    clean_v, corrupted = (other, per_example) if direction == "denoise" else (per_example, other)
     shape = tuple(len(a) for a in axes)
     return PatchResult(
         values=values.mean(1).reshape(shape).cpu(),
@@ -105,11 +103,6 @@ def attribution_patching(
         per_example=values.reshape(*shape, data.n).cpu(),
         info=run_info(model, data, cfg, time.perf_counter() - start) | {"qk_fix": fix},
     )
-
-
-def _other(model: HookedModel, data: PreparedTask) -> Tensor:
-    with torch.no_grad():
-        return model(data.corrupted, logits_to_keep=1)[:, -1]
 
 
 def _linear_estimates(
