@@ -43,6 +43,8 @@ def mixed_variants(model) -> list[tuple[Patch, ...]]:
         (Patch(f"blocks.{last}.hook_mlp_out", (8,)),),
         (Patch("hook_embed", (3,)),),
         (Patch("blocks.1.hook_attn_out", (slice(None),)), Patch("blocks.0.mlp.hook_pre", (6, 2))),
+        (Patch("blocks.1.hook_attn_out", (6,)),),  # joins after block 1's attention
+        (Patch(f"blocks.{last}.attn.hook_z", (slice(None), 0)),),  # joins the final, trimmed block
         (Patch("blocks.0.hook_resid_pre", (1,)),),  # clean == corrupted there: changes nothing
     ]
 

@@ -149,7 +149,7 @@ def _baseline_runs(
     reuse = [
         f"blocks.{i}.{s}"
         for i in range(model.cfg.n_layers)
-        for s in ("hook_resid_pre", "attn.hook_k", "attn.hook_v")
+        for s in ("hook_resid_pre", "attn.hook_k", "attn.hook_v", "attn.hook_z", "hook_attn_out")
     ]
     src_names = names if need_source else []
     tgt_names = sorted(set(reuse) | set(names)) if fast else []
@@ -256,10 +256,12 @@ def _run_fast(job: _Job, variants: list[Variant], base: dict[str, Tensor], targe
     if fallback:
         values[fallback] = _run_batched(job, [variants[i] for i in fallback])
     todo = [(pos, chunk) for pos, members in sorted(groups.items()) for chunk in _chunks(job, pos, members)]
+    order = {"block": 0, "attn.hook_z": 1, "hook_attn_out": 2}
+    ids = answer_token_ids(job.data) if job.metric.reads_only_answers else None
     for pos, chunk in tqdm(todo, desc="patching", disable=not job.progress):
-        chunk.sort(key=lambda item: item[1])
-        ids = answer_token_ids(job.data) if job.metric.reads_only_answers else None
-        logits = runner.run([variants[i] for i, _ in chunk], [layer for _, layer in chunk], pos, ids)
+        starts = {i: (layer, runner.entry_of(variants[i], layer)) for i, layer in chunk}
+        chunk.sort(key=lambda item: (starts[item[0]][0], order[starts[item[0]][1]]))
+        logits = runner.run([variants[i] for i, _ in chunk], [starts[i] for i, _ in chunk], pos, ids)
         values[[i for i, _ in chunk]] = job.score(logits)
     return values
 

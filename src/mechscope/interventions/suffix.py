@@ -26,8 +26,29 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from ..models import HookedModel, TokenBatch
+from ..models.adapters import get_path
+from ..models.runtime import RunState, finish_block
 from ..tasks.metrics import scatter_logits
-from .sites import Variant, first_changed
+from .sites import Variant, first_changed, local_index
+
+_POST_ATTENTION = ("attn.hook_z", "hook_attn_out")
+_LATE_SITES = {
+    "hook_attn_out",
+    "hook_resid_mid",
+    "hook_mlp_in",
+    "ln2.hook_normalized",
+    "hook_mlp_out",
+    "hook_resid_post",
+}
+
+
+def _writes_late(variants: Sequence[Variant], last: int) -> bool:
+    """Whether a patch writes a site of the final block after its attention (then no trimming)."""
+    return any(
+        p.layer == last and (p.name.split(".", 2)[2] in _LATE_SITES or ".mlp." in p.name)
+        for v in variants
+        for p in v
+    )
 
 
 class PrefixKV:
@@ -74,56 +95,81 @@ class SuffixRunner:
             return None
         return layer, pos
 
-    def run(
-        self, variants: Sequence[Variant], layers: Sequence[int], pos: int, token_ids: Tensor | None = None
-    ) -> Tensor:
-        """Final-position logits ``[len(variants) * n, d_vocab]``; ``layers`` ascending, one per variant.
+    def entry_of(self, variant: Variant, layer: int) -> str:
+        """Where the variant can join block ``layer``: ``"block"`` (its input), or after attention
+        (``"attn.hook_z"`` / ``"hook_attn_out"``) when every patch there is at that one site.
 
-        With ``token_ids`` only those logits are computed (the rest are -inf).
+        Joining after attention skips the block's attention for that variant; it is used only
+        when no hooks other than the patches are in force (the rest of that block then runs
+        without hooks).
+        """
+        sites = {p.name.split(".", 2)[2] for p in variant if p.layer == layer}
+        if len(sites) == 1 and (site := sites.pop()) in _POST_ATTENTION and not self.model._rt.state.fwd:
+            return site
+        return "block"
+
+    def run(
+        self,
+        variants: Sequence[Variant],
+        starts: Sequence[tuple[int, str]],
+        pos: int,
+        token_ids: Tensor | None = None,
+    ) -> Tensor:
+        """Final-position logits ``[len(variants) * n, d_vocab]``.
+
+        ``starts`` gives each variant's first block and entry (``entry_of``), sorted by block
+        and then by entry order (block input first). With ``token_ids`` only those logits are
+        computed (the rest are -inf).
         """
         from .patching import patch_hooks
 
         n = self.target.tokens.shape[0]
-        inputs = self._block_inputs(pos)
-        prefix = self._prefix(pos)
+        inputs, prefix, marker = self._block_inputs(pos), self._prefix(pos), self._cache_marker.get(pos)
+        state = self.model._state(patch_hooks(variants, self.source, n, offset=pos))
+        state = replace(state, trim_final_block=not _writes_late(variants, self.model.cfg.n_layers - 1))
         hidden: Tensor | None = None
-        joined = 0
-        hooks = patch_hooks(variants, self.source, n, offset=pos)
-        state = self.model._state(hooks)
-        # After the final block's attention only the last position matters, unless a patch writes there.
-        last = self.model.cfg.n_layers - 1
-        late = {
-            "hook_attn_out",
-            "hook_resid_mid",
-            "hook_mlp_in",
-            "ln2.hook_normalized",
-            "hook_mlp_out",
-            "hook_resid_post",
-        }
-        writes_late = any(
-            p.layer == last and (p.name.split(".", 2)[2] in late or ".mlp." in p.name)
-            for v in variants
-            for p in v
-        )
-        state = replace(state, trim_final_block=not writes_late)
         with self.model._rt.active(state):
-            for layer in range(layers[0], self.model.cfg.n_layers):
-                fresh = sum(1 for x in layers[joined:] if x == layer)
+            for layer in range(starts[0][0], self.model.cfg.n_layers):
+                here = [(i, entry) for i, (start, entry) in enumerate(starts) if start == layer]
+                fresh = sum(1 for _, entry in here if entry == "block")
                 if fresh:
-                    start = self.base[f"blocks.{layer}.hook_resid_pre"][:, pos:]  # [n q d_model]
-                    rows = start.repeat(fresh, 1, 1)
+                    rows = self.base[f"blocks.{layer}.hook_resid_pre"][:, pos:].repeat(
+                        fresh, 1, 1
+                    )  # [fresh*n q d]
                     hidden = rows if hidden is None else torch.cat([hidden, rows])
-                    joined += fresh
-                assert hidden is not None
-                args, kwargs = inputs[layer]
-                k = hidden.shape[0] // n
-                args = _expand(args, k, n, self._cache_marker.get(pos), prefix)
-                kwargs = _expand(kwargs, k, n, self._cache_marker.get(pos), prefix)
-                hidden = self.model.blocks[layer](hidden, *args, **kwargs)
+                if hidden is not None:
+                    k = hidden.shape[0] // n
+                    args, kwargs = (_expand(x, k, n, marker, prefix) for x in inputs[layer])
+                    hidden = self.model.blocks[layer](hidden, *args, **kwargs)
+                for site in _POST_ATTENTION:
+                    group = [variants[i] for i, entry in here if entry == site]
+                    if group:
+                        rows = self._after_attention(group, layer, site, pos, state.trim_final_block)
+                        hidden = rows if hidden is None else torch.cat([hidden, rows])
         assert hidden is not None
         if token_ids is None:
             return self.model.unembed(hidden[:, -1])
         return scatter_logits(self.model.unembed(hidden[:, -1], token_ids), token_ids, self.model.cfg.d_vocab)
+
+    def _after_attention(self, group: list[Variant], layer: int, site: str, pos: int, trim: bool) -> Tensor:
+        """``resid_post`` of block ``layer`` for variants joining after its attention, ``[k*n q d]``."""
+        n, k = self.target.tokens.shape[0], len(group)
+        value = self.base[f"blocks.{layer}.{site}"][:, pos:]
+        value = value.repeat(k, *([1] * (value.dim() - 1)))
+        for slot, variant in enumerate(group):
+            for patch in variant:
+                loc = local_index(patch, value.dim() - 1, pos)
+                if loc is not None:
+                    tgt, src = loc
+                    value[slot * n : (slot + 1) * n][tgt] = self.source[patch.name][src].to(value.dtype)
+        resid_pre = self.base[f"blocks.{layer}.hook_resid_pre"][:, pos:].repeat(k, 1, 1)
+        with self.model._rt.active(RunState(trim_final_block=trim)):  # only this group's patches apply here
+            if site == "hook_attn_out":
+                return finish_block(self.model._rt, layer, resid_pre, value, normed=True)
+            o_proj = get_path(
+                self.model.blocks[layer], f"{self.model.adapter.attn}.{self.model.adapter.o_proj}"
+            )
+            return finish_block(self.model._rt, layer, resid_pre, o_proj(value.flatten(-2)))
 
     def _block_inputs(self, pos: int) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         """HF's per-block arguments for the suffix ``pos..`` after a prefix of length ``pos``."""

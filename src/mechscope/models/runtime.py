@@ -211,11 +211,21 @@ def _block_forward(rt: Runtime, layer: int, hidden_states: Tensor, *args: Any, *
         raise StopForward
     attn_kwargs = rt.attn_kwargs(args, kwargs)
     x = fire(rt, n.ln1, p.ln1(resid_pre))
-    a = p.attn(x, **attn_kwargs)[0]
-    if p.attn_dropout is not None:
-        a = p.attn_dropout(a)
-    if p.post_attn_norm is not None:
-        a = p.post_attn_norm(a)
+    return finish_block(rt, layer, resid_pre, p.attn(x, **attn_kwargs)[0])
+
+
+def finish_block(rt: Runtime, layer: int, resid_pre: Tensor, a: Tensor, *, normed: bool = False) -> Tensor:
+    """The rest of a block once attention has run: ``a`` is the attention module's output
+    (``normed=True``: already through the post-attention dropout and norm, i.e. ``attn_out``).
+
+    Fires ``attn_out`` and every later site of the block; returns ``resid_post``.
+    """
+    n, p = rt.names[layer], rt.parts[layer]
+    if not normed:
+        if p.attn_dropout is not None:
+            a = p.attn_dropout(a)
+        if p.post_attn_norm is not None:
+            a = p.post_attn_norm(a)
     attn_out = fire(rt, n.attn_out, a)
     if rt.state.trim_final_block and layer == len(rt.layers) - 1:
         resid_pre, attn_out = resid_pre[:, -1:], attn_out[:, -1:]
