@@ -145,34 +145,38 @@ def patch_variants(
 def _baseline_runs(
     model: HookedModel, data: PreparedTask, names: list[str], direction: str, need_source: bool, fast: bool
 ) -> dict[str, Any]:
-    """One forward pass per prompt set: final logits, source values, and what fast mode reuses."""
+    """Clean and corrupted prompts in one stacked forward pass: final logits, source values, and
+    what fast mode reuses (the target's residual stream, keys, values and head outputs)."""
     reuse = [
         f"blocks.{i}.{s}"
         for i in range(model.cfg.n_layers)
         for s in ("hook_resid_pre", "attn.hook_k", "attn.hook_v", "attn.hook_z", "hook_attn_out")
     ]
-    src_names = names if need_source else []
-    tgt_names = sorted(set(reuse) | set(names)) if fast else []
-    out: dict[str, Any] = {}
-    for which, batch in (("clean", data.clean), ("corrupted", data.corrupted)):
-        is_target = (which == "corrupted") == (direction == "denoise")
-        wanted = tgt_names if is_target else src_names
-        # On-demand sites (patterns, per-head results) change how attention is computed, so the
-        # baselines come from a run without them; those sites are recorded in a second run.
-        later = [n for n in wanted if model.hook_info(n).on_demand]
-        logits, cache = model.run_with_cache(
-            batch, names=[n for n in wanted if n not in later], logits_to_keep=1
-        )
-        assert logits is not None
-        values = dict(cache)
-        if later:
-            values.update(model.run_with_cache(batch, names=later, return_logits=False)[1])
-        out[f"{which}_logits"] = logits[:, -1]
-        if is_target:
-            out["target_cache"], out["target_logits"] = values, logits[:, -1]
-        else:
-            out["source"] = values
-    return out
+    wanted = sorted((set(names) if need_source else set()) | ((set(reuse) | set(names)) if fast else set()))
+    # On-demand sites (patterns, per-head results) change how attention is computed, so the
+    # baselines come from a run without them; those sites are recorded in a second run.
+    later = [n for n in wanted if model.hook_info(n).on_demand]
+    both = TokenBatch(
+        torch.cat([data.clean.tokens, data.corrupted.tokens]),
+        torch.cat([data.clean.attention_mask, data.corrupted.attention_mask]),
+        "left",
+    )
+    logits, cache = model.run_with_cache(both, names=[n for n in wanted if n not in later], logits_to_keep=1)
+    assert logits is not None
+    values = dict(cache)
+    if later:
+        values.update(model.run_with_cache(both, names=later, return_logits=False)[1])
+    n = data.n
+    clean = {k: v[:n] for k, v in values.items()}
+    corrupted = {k: v[n:] for k, v in values.items()}
+    target, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
+    return {
+        "clean_logits": logits[:n, -1],
+        "corrupted_logits": logits[n:, -1],
+        "target_logits": logits[n:, -1] if direction == "denoise" else logits[:n, -1],
+        "target_cache": target,
+        "source": source,
+    }
 
 
 # ---------------------------------------------------------------- patch hooks
