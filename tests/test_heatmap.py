@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from mechscope.errors import ArtifactError
-from mechscope.report import heatmap
+from mechscope.report import heatmap, heatmap_spec
+from mechscope.report import heatmap_png as heatmap_png_module
 from mechscope.report.heatmap import heatmap_html, heatmap_png
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -184,7 +185,7 @@ def test_pooling_keeps_the_peak():
     a = np.zeros((2, 10))
     a[1, 7] = -5.0
     a[0, 2] = np.nan
-    pooled, labels = heatmap._pool(a, tuple(map(str, range(10))), 1, 4)
+    pooled, labels = heatmap_png_module._pool(a, tuple(map(str, range(10))), 1, 4)
     assert pooled.shape == (2, 3)
     assert pooled[1, 1] == -5.0  # signed value of the largest |value| in block 4..7
     assert labels == ("0–3", "4–7", "8–9")
@@ -292,12 +293,12 @@ def test_html_top_cells_table_is_sorted_by_magnitude(tmp_path):
     ).read_text()
     table = re.search(r'<table class="hm-table">(.*?)</table>', page, re.S).group(1)
     rows = re.findall(r"<tr><td class=\"num\">(\d+)</td>(.*?)</tr>", table, re.S)
-    assert len(rows) == heatmap.TOP_CELLS
+    assert len(rows) == heatmap_spec.TOP_CELLS
     shown = [float(html.unescape(re.findall(r"</span>(.*?)</td>", r)[0])) for _, r in rows]
     assert shown[0] == -9.0 and re.findall(r'class="lab">(.*?)</td>', rows[0][1]) == ["3", "1"]
     assert [abs(v) for v in shown] == sorted((abs(v) for v in shown), reverse=True)
     finite = values[np.isfinite(values)]
-    assert sorted(np.abs(finite))[::-1][: heatmap.TOP_CELLS] == [abs(v) for v in shown]
+    assert sorted(np.abs(finite))[::-1][: heatmap_spec.TOP_CELLS] == [abs(v) for v in shown]
 
 
 def test_html_3d_one_grid_per_head_or_a_reduction(tmp_path):
