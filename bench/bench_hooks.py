@@ -13,26 +13,37 @@ output file's name). Nothing is downloaded. Variants:
   ``run_with_cache()`` of every default hook (``names=None``: all but scores/pattern/result)
   and, to compare like with like, of every hook but ``hook_result`` (the set TransformerLens
   records: its ``run_with_cache()`` always includes attention scores and patterns);
-* TransformerLens 4.3.0: the legacy ``HookedTransformer`` no longer exists in 4.x, so the
-  supported replacement, a ``TransformerBridge``, is built around a copy of the same HF model
-  (same weights; building it never touches the network); its forward, ``run_with_cache`` with
-  a ``names_filter`` of the 12 ``hook_resid_pre`` and ``run_with_cache()`` of everything;
+* TransformerLens 3.9 (the last release with both model classes), both ways, each timed on
+  its forward, ``run_with_cache`` with a ``names_filter`` of the 12 ``hook_resid_pre`` and
+  ``run_with_cache()`` of everything (which always includes attention scores and patterns):
+
+  - ``HookedTransformer`` built from the same HF weights offline, as ``bench_patching.py``
+    builds it: ``HookedTransformerConfig(n_layers=12, d_model=768, n_heads=12, d_head=64,
+    d_mlp=3072, n_ctx=1024, d_vocab=50257, act_fn="gelu_new", normalization_type="LN")``, then
+    ``load_and_process_state_dict(convert_gpt2_weights(hf, cfg), fold_ln=False,
+    center_writing_weights=False, center_unembed=False)``. It is deprecated in 3.9 (the
+    ``DeprecationWarning`` is suppressed) and gone in 4.x; its attention is always explicit;
+  - a ``TransformerBridge`` built with ``build_bridge_from_module`` around a copy of the same
+    HF model (default bridge mode, raw HF weights; the class TransformerLens 4.x keeps);
+
 * nnsight 0.8.1: ``NNsight`` around a copy of the same HF model; a trace saving the inputs of
   the 12 blocks (and the logits) and a trace that saves nothing.
 
-Peers wrap *copies* of the model because both instrument the module tree they are given, and
-the baseline must stay an uninstrumented HF model. A missing peer is reported and skipped.
+The bridge and nnsight wrap *copies* of the model because both instrument the module tree
+they are given, and the baseline must stay an uninstrumented HF model (``HookedTransformer``
+has its own parameters, loaded from the state dict). A missing peer is reported and skipped.
 
 How
 ---
 Before timing, every variant is checked against HF: mechscope's logits must be bit-identical
 (``torch.equal``) and its ``hook_resid_pre`` cache must equal ``output_hidden_states`` 0..11;
-nnsight's saved block inputs and logits must equal the same tensors. TransformerLens's bridge
-is not bit-identical to HF (max |diff| ~3e-6), and mechscope computes attention step by step
-when scores/patterns are requested, so those are compared with a tolerance (``ATOL``).
+nnsight's saved block inputs and logits must equal the same tensors. Neither TransformerLens
+class is bit-identical to HF (max |diff| of a few 1e-6), and mechscope computes attention step
+by step when scores/patterns are requested, so those are compared with a tolerance (``ATOL``):
+the logits of every TransformerLens call and its 12 cached ``hook_resid_pre``.
 Then, after a warm-up round (on top of the 1-3 calls per variant the checks already made),
 each round runs every variant once in a freshly shuffled order (interleaved, so drift in
-machine load hits all variants alike), for ``--reps`` rounds (default 12: about 5 minutes on
+machine load hits all variants alike), for ``--reps`` rounds (default 12: about 6 minutes on
 2 cores). A variant's time is its median over rounds; its ratio is that median over the HF
 median. Process CPU time and minor page faults are recorded too, as cross-checks on a shared
 machine. Everything runs under ``torch.no_grad()``, with torch's intra-op threads pinned to
@@ -55,6 +66,7 @@ import resource
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,35 +228,31 @@ def setup_mechscope(
     )
 
 
-def setup_transformer_lens(
-    hf: torch.nn.Module, toks: torch.Tensor, ref: tuple[torch.Tensor, list[torch.Tensor]]
-) -> Peer:
-    """TransformerLens 4.x: a TransformerBridge around a copy of the HF model (offline)."""
-    peer = Peer(name="TransformerLens")
-    try:
-        from importlib.metadata import version
+TL_HT = "TL HookedTransformer"
+TL_BRIDGE = "TL TransformerBridge"
 
-        from transformer_lens.model_bridge.sources import build_bridge_from_module
-    except ImportError as e:
-        peer.status = f"not installed ({e})"
-        return peer
-    peer.version = version("transformer-lens")
-    peer.how = (
-        "TransformerLens 4.x removed HookedTransformer/HookedTransformerConfig (ImportError pointing to "
-        "TransformerBridge). Used transformer_lens.model_bridge.sources.build_bridge_from_module("
-        "copy.deepcopy(hf_model), 'GPT2LMHeadModel', hf_config=...): the bridge over the same weights, no "
-        "download (boot_transformers would fetch a tokenizer). Default bridge mode (raw HF weights, "
-        "no enable_compatibility_mode weight folding)."
-    )
-    twin = copy.deepcopy(hf)
-    bridge = build_bridge_from_module(twin, "GPT2LMHeadModel", hf_config=twin.config)
+
+def tl_version() -> str | None:
+    """The installed TransformerLens version, or None when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformer-lens")
+    except PackageNotFoundError:
+        return None
+
+
+def tl_checks(
+    model: Any, toks: torch.Tensor, ref: tuple[torch.Tensor, list[torch.Tensor]]
+) -> tuple[dict[str, Any], list[str]]:
+    """Either TransformerLens class against HF, within ``ATOL``; also returns the resid_pre names."""
     logits, hidden = ref
     names = list(RESID_PRE)
-    _, cache_r = bridge.run_with_cache(toks, names_filter=names)
-    logits_a, cache_a = bridge.run_with_cache(toks)
+    _, cache_r = model.run_with_cache(toks, names_filter=names)
+    logits_a, cache_a = model.run_with_cache(toks)
     resid_diff = max(max_diff(cache_r[n], h) for n, h in zip(RESID_PRE, hidden))
-    logits_diff = max(max_diff(bridge(toks), logits), max_diff(logits_a, logits))
-    peer.checks = {
+    logits_diff = max(max_diff(model(toks), logits), max_diff(logits_a, logits))
+    checks = {
         "logits_max_abs_diff_vs_hf": logits_diff,
         "resid_pre_max_abs_diff_vs_hidden_states": resid_diff,
         "within_atol": max(resid_diff, logits_diff) <= ATOL,
@@ -252,21 +260,79 @@ def setup_transformer_lens(
         "cache_resid_pre_entries": len(cache_r),
         "cache_all_entries": len(cache_a),
         "cache_all_has_patterns": any(n.endswith("hook_pattern") for n in cache_a),
-        "attn_implementation": getattr(twin.config, "_attn_implementation", None),
     }
-    peer.variants = [
-        Variant("TransformerLens: forward", "transformer_lens", lambda: bridge(toks)),
+    return checks, names
+
+
+def tl_variants(label: str, group: str, model: Any, toks: torch.Tensor, names: list[str]) -> list[Variant]:
+    """The three timed calls, identical for both TransformerLens classes."""
+    return [
+        Variant(f"{label}: forward", group, lambda: model(toks)),
         Variant(
-            "TransformerLens: cache 12 resid_pre",
-            "transformer_lens",
-            lambda: bridge.run_with_cache(toks, names_filter=names),
+            f"{label}: cache 12 resid_pre", group, lambda: model.run_with_cache(toks, names_filter=names)
         ),
-        Variant(
-            "TransformerLens: cache all (with patterns)",
-            "transformer_lens",
-            lambda: bridge.run_with_cache(toks),
-        ),
+        Variant(f"{label}: cache all (with patterns)", group, lambda: model.run_with_cache(toks)),
     ]
+
+
+def setup_tl_hooked(
+    hf: torch.nn.Module, toks: torch.Tensor, ref: tuple[torch.Tensor, list[torch.Tensor]]
+) -> Peer:
+    """TransformerLens's ``HookedTransformer``, built from the HF state dict (offline)."""
+    peer = Peer(name=TL_HT)
+    try:
+        from transformer_lens import HookedTransformer, HookedTransformerConfig
+        from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
+    except ImportError as e:
+        peer.status = f"not available ({e})"
+        return peer
+    peer.version = tl_version()
+    peer.how = (
+        "HookedTransformer(HookedTransformerConfig(n_layers=12, d_model=768, n_heads=12, d_head=64, "
+        "d_mlp=3072, n_ctx=1024, d_vocab=50257, act_fn='gelu_new', normalization_type='LN')), then "
+        "load_and_process_state_dict(convert_gpt2_weights(hf_model, cfg), fold_ln=False, "
+        "center_writing_weights=False, center_unembed=False): the same weights, unprocessed, no download "
+        "(as bench_patching.py builds it). Deprecated in TransformerLens 3.9 (its DeprecationWarning is "
+        "suppressed); removed in 4.x. Its attention is always explicit (scores and pattern computed)."
+    )
+    cfg = HookedTransformerConfig(
+        n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, n_ctx=1024, d_vocab=50257,
+        act_fn="gelu_new", normalization_type="LN",
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ht = HookedTransformer(cfg)
+    ht.load_and_process_state_dict(
+        convert_gpt2_weights(hf, cfg), fold_ln=False, center_writing_weights=False, center_unembed=False
+    )
+    ht.eval()
+    peer.checks, names = tl_checks(ht, toks, ref)
+    peer.variants = tl_variants(TL_HT, "transformer_lens_hooked", ht, toks, names)
+    return peer
+
+
+def setup_tl_bridge(
+    hf: torch.nn.Module, toks: torch.Tensor, ref: tuple[torch.Tensor, list[torch.Tensor]]
+) -> Peer:
+    """TransformerLens's ``TransformerBridge`` around a copy of the HF model (offline)."""
+    peer = Peer(name=TL_BRIDGE)
+    try:
+        from transformer_lens.model_bridge.sources import build_bridge_from_module
+    except ImportError as e:
+        peer.status = f"not available ({e})"
+        return peer
+    peer.version = tl_version()
+    peer.how = (
+        "transformer_lens.model_bridge.sources.build_bridge_from_module(copy.deepcopy(hf_model), "
+        "'GPT2LMHeadModel', hf_config=...): the bridge over the same weights, no download "
+        "(boot_transformers would fetch a tokenizer). Default bridge mode (raw HF weights, "
+        "no enable_compatibility_mode weight folding). The only class TransformerLens 4.x keeps."
+    )
+    twin = copy.deepcopy(hf)
+    bridge = build_bridge_from_module(twin, "GPT2LMHeadModel", hf_config=twin.config)
+    peer.checks, names = tl_checks(bridge, toks, ref)
+    peer.checks["attn_implementation"] = getattr(twin.config, "_attn_implementation", None)
+    peer.variants = tl_variants(TL_BRIDGE, "transformer_lens_bridge", bridge, toks, names)
     return peer
 
 
@@ -393,7 +459,7 @@ def summarize(variants: list[Variant], times: Timings, targets: dict[str, float]
 
 def print_table(rows: list[dict[str, Any]], peers: list[Peer]) -> None:
     header = (
-        f"{'variant':<44} {'median ms':>9} {'IQR ms':>11} {'x HF':>6} {'paired':>6} {'cpu x':>6} "
+        f"{'variant':<48} {'median ms':>9} {'IQR ms':>11} {'x HF':>6} {'paired':>6} {'cpu x':>6} "
         f"{'target':>6}  result"
     )
     print("\n" + header + "\n" + "-" * len(header))
@@ -403,7 +469,7 @@ def print_table(rows: list[dict[str, Any]], peers: list[Peer]) -> None:
         target = f"<={r['target']:.2f}" if r["target"] else ""
         result = "" if r["passed"] is None else ("PASS" if r["passed"] else "FAIL")
         print(
-            f"{r['variant']:<44} {r['median_ms']:>9.{nd}f} {iqr:>11} {r['ratio_to_hf']:>6.3f} "
+            f"{r['variant']:<48} {r['median_ms']:>9.{nd}f} {iqr:>11} {r['ratio_to_hf']:>6.3f} "
             f"{r['paired_ratio_median']:>6.3f} {r['cpu_ratio_to_hf']:>6.3f} {target:>6}  {result}"
         )
     for p in peers:
@@ -499,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\nmechscope correctness checks failed, not timing: " + ", ".join(failed_checks(peers[0])))
             return 1
         if not args.no_peers:
-            peers.append(setup_peer(setup_transformer_lens, "TransformerLens", hf, toks, ref))
+            peers.append(setup_peer(setup_tl_hooked, TL_HT, hf, toks, ref))
+            peers.append(setup_peer(setup_tl_bridge, TL_BRIDGE, hf, toks, ref))
             peers.append(setup_peer(setup_nnsight, "nnsight", hf, toks, ref))
         print_checks(peers)
         variants = [
