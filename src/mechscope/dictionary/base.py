@@ -120,10 +120,9 @@ class Dictionary(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(d_sae, dtype=dtype))
         self.W_dec = nn.Parameter(torch.empty(d_sae, d_out, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(d_out, dtype=dtype))
+        self.W_skip: nn.Parameter | None = None
         if config.skip_connection:
             self.W_skip = nn.Parameter(torch.zeros(d_in, d_out, dtype=dtype))
-        else:
-            self.W_skip = None
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
