@@ -13,15 +13,11 @@ Errors mechscope raises on purpose (:class:`~mechscope.errors.MechscopeError`) p
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
-import inspect
-import itertools
 import sys
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._config_cli import field_docs as _field_docs
 from ._version import __version__
 from .errors import MechscopeError
 
@@ -150,28 +146,6 @@ def _cmd_patch(args: argparse.Namespace) -> int:
         print(f"  {site:<44} {value:8.3f}  ({value - base:+.3f})")
     print(f"Wrote {out} (open {out / 'heatmap.html'})")
     return 0
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """Each dataclass field's attribute docstring (the string literal under it), as one line."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    names = {f.name for f in dataclasses.fields(cls)}
-    docs: dict[str, str] = {}
-    for prev, node in itertools.pairwise(body):
-        if (
-            isinstance(prev, ast.AnnAssign)
-            and isinstance(prev.target, ast.Name)
-            and prev.target.id in names
-            and isinstance(node, ast.Expr)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-        ):
-            docs[prev.target.id] = " ".join(node.value.value.replace("``", "").split()).replace("%", "%%")
-    return docs
 
 
 def _progress(msg: str) -> None:
