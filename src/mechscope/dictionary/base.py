@@ -63,6 +63,12 @@ class DictionaryConfig:
     """JumpReLU: kernel bandwidth epsilon of the straight-through pseudo-gradient."""
     jumprelu_init_threshold: float = 0.001
     """JumpReLU: initial value of every threshold."""
+    aux_k: int | None = None
+    """TopK family: dead latents used per row by the AuxK loss; None means ``d_in // 2``."""
+    aux_coefficient: float = 1.0 / 32
+    """TopK family: weight alpha of the (variance-normalised) AuxK loss; 0 turns it off."""
+    batchtopk_threshold_lr: float = 0.01
+    """BatchTopK/Matryoshka: EMA rate of the running inference threshold (theta += lr (t - theta))."""
     norm_scale: float = 1.0
     """Scalar ``c`` the training inputs were multiplied by; 1.0 once folded into the weights."""
     norm_scale_out: float | None = None
