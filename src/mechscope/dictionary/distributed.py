@@ -23,7 +23,11 @@ Two modes (``TrainConfig.distributed``):
 
 Results match a single process on the same global batch up to floating-point summation
 order: a mean over ``2B`` rows and the average of two means over ``B`` rows round
-differently (about 1e-7 relative in fp32 per step; Adam carries it forward).
+differently (about 1e-7 relative in fp32 per step; Adam carries it forward; measured 4e-7
+after 16 fp32 steps, 2e-15 in fp64). Two terms are not exactly a mean over rows and so
+differ by more: TopK's AuxK loss divides by the variance of the residual over the *local*
+batch (measured 5e-4 relative after 16 steps with dead latents, the same in fp64), and
+BatchTopK's selection is over the local batch (above).
 
 ``per_dictionary``. Dictionary ``i`` lives on rank ``i % W`` only; every rank reads the
 full global batch (``rank=0, world=1``) for its own dictionaries' hooks, and nothing is
