@@ -250,6 +250,25 @@ def test_custom_mask_and_bos(model, tokens):
         evaluate_dictionary(model, sae, tokens, mask=mask[:, :5])
 
 
+def test_special_token_and_outlier_masks(model, tokens):
+    sae = random_topk(model.cfg.d_model, seed=4)
+    toks = tokens.clone()
+    toks[1, 4] = 2  # EOS, a special token
+    r = evaluate_dictionary(model, sae, toks, exclude_special=True, lm_metrics=False)
+    assert r.n_tokens == int(((toks != 1) & (toks != 2)).sum())
+    # outliers: drop tokens whose norm exceeds factor x the median over the context's kept tokens
+    factor = 1.05
+    _, cache = model.run_with_cache(toks, names=[HOOK])
+    norms = cache[HOOK].norm(dim=-1)
+    expected = 0
+    for b in range(toks.shape[0]):
+        kept = [float(norms[b, t]) for t in range(toks.shape[1]) if toks[b, t] != 1]
+        med = sorted(kept)[(len(kept) - 1) // 2]  # torch's median: the lower middle value
+        expected += sum(1 for v in kept if not v > factor * med)
+    r = evaluate_dictionary(model, sae, toks, outlier_factor=factor, lm_metrics=False, batch_size=2)
+    assert r.n_tokens == expected < int((toks != 1).sum())
+
+
 def test_transcoder_splices_its_prediction_at_the_output_hook(model, tokens):
     d = model.cfg.d_model
     tc = make_dictionary(
@@ -312,3 +331,30 @@ def test_result_serialises_and_plots(model, tokens, tmp_path):
 def test_needs_a_hook_name(model, tokens):
     with pytest.raises(MechscopeError, match="hook_name"):
         evaluate_dictionary(model, identity_dictionary(model.cfg.d_model), tokens)
+
+
+def test_eval_sae_pipeline_writes_metrics_plot_and_frequencies(model, tmp_path):
+    from mechscope.dictionary.io import save_dictionary
+    from mechscope.pipeline.eval_sae import EvalSAEConfig, run_eval_sae
+
+    sae = identity_dictionary(model.cfg.d_model, hook_name=HOOK, model_name=str(model.cfg.name))
+    save_dictionary(sae, tmp_path / "sae", format="saelens")
+    text = tmp_path / "corpus.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 40)
+    messages: list[str] = []
+    config = EvalSAEConfig(
+        dictionary=tmp_path / "sae", source=str(text), ctx_len=16, n_ctx=4, start=1, batch_size=2,
+        out=tmp_path / "eval", progress_bar=False,
+    )  # fmt: skip
+    out, result = run_eval_sae(config, progress=messages.append)
+    assert out == tmp_path / "eval"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "density.png",
+        "feature_frequency.safetensors",
+        "metrics.json",
+    ]
+    meta = json.loads((out / "metrics.json").read_text())
+    assert meta["kind"] == "sae_eval" and meta["config"]["n_ctx"] == 4
+    assert meta["metrics"]["fvu"] == 0.0 and meta["metrics"]["n_tokens"] == 4 * 15
+    assert meta["metrics"]["ce_recovered_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert result.info["n_ctx"] == 4 and any("FVU" in m for m in messages)

@@ -35,6 +35,7 @@ from .._fs import atomic_write_bytes
 from ..errors import MechscopeError
 from .base import Dictionary
 from .splice import apply, ce_kl, flat_site, log_probs, replace_at, sites
+from .store_mask import MaskConfig, keep_mask, special_ids, token_keep
 
 DENSE_THRESHOLD = 0.1
 """A latent is *dense* when it fires on more than this fraction of counted tokens."""
@@ -258,13 +259,35 @@ def _tokens(source: Any, n_ctx: int | None) -> Tensor:
     return tokens.long()
 
 
-def default_mask(model: Any, tokens: Tensor, exclude_bos: bool = True) -> Tensor:
-    """``[n_ctx, ctx_len]`` bool: every position except BOS tokens (when ``exclude_bos``)."""
-    mask = torch.ones(tokens.shape, dtype=torch.bool)
-    bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
-    if exclude_bos and bos is not None:
-        mask &= tokens != bos
-    return mask
+def token_mask(
+    model: Any,
+    d: Dictionary,
+    tokens: Tensor,
+    *,
+    exclude_bos: bool = True,
+    exclude_special: bool = False,
+    outlier_factor: float | None = None,
+    batch_size: int = 8,
+) -> Tensor:
+    """``[n_ctx, ctx_len]`` bool: the counted positions, under the activation store's rules.
+
+    The same rules as a harvest's :class:`~mechscope.dictionary.store.MaskConfig`: BOS tokens
+    (``exclude_bos``), every special token (``exclude_special``), and tokens whose norm at the
+    input or output site exceeds ``outlier_factor`` times their context's median norm.
+    """
+    rules = MaskConfig(bos=exclude_bos, special=exclude_special, outlier_factor=outlier_factor)
+    tokenizer = getattr(model, "tokenizer", None)
+    drop = special_ids(tokenizer, rules) if tokenizer is not None else []
+    if outlier_factor is None:
+        return token_keep(tokens, drop)
+    names = list(dict.fromkeys(sites(d)))
+    parts = []
+    for i in range(0, tokens.shape[0], batch_size):
+        tok = tokens[i : i + batch_size]
+        _, cache = model.run_with_cache(tok, names=names, return_logits=False)
+        acts = {n: flat_site(cache[n], cache[n].shape[2:].numel(), n).cpu() for n in names}
+        parts.append(keep_mask(tok, acts, rules, drop))
+    return torch.cat(parts)
 
 
 def _output_mean(model: Any, d: Dictionary, tokens: Tensor, mask: Tensor, batch_size: int) -> Tensor:
@@ -324,6 +347,8 @@ def evaluate_dictionary(
     batch_size: int = 8,
     mask: Tensor | None = None,
     exclude_bos: bool = True,
+    exclude_special: bool = False,
+    outlier_factor: float | None = None,
     lm_metrics: bool = True,
     dense_threshold: float = DENSE_THRESHOLD,
     n_bins: int = 40,
@@ -332,17 +357,24 @@ def evaluate_dictionary(
     """Evaluate ``d`` on ``model`` over ``source_or_tokens`` (see the module docstring).
 
     ``source_or_tokens``: ``[n_ctx, ctx_len]`` token ids, or a ``TokenStream`` (its first
-    ``n_ctx`` contexts, default 64). ``mask`` ``[n_ctx, ctx_len]`` (bool) overrides the
-    default mask (every position but BOS; ``exclude_bos=False`` counts BOS too).
+    ``n_ctx`` contexts, default 64). The counted positions follow the activation store's
+    masking rules (:func:`token_mask`: BOS by default, optionally every special token and
+    high-norm outliers); ``mask`` ``[n_ctx, ctx_len]`` (bool) replaces them.
     ``lm_metrics=False`` skips the CE/KL runs (reconstruction metrics only). ``progress``:
     True shows a tqdm bar.
     """
     tokens = _tokens(source_or_tokens, n_ctx)
+    in_site, out_site = sites(d)
     custom_mask = mask is not None
-    mask = default_mask(model, tokens, exclude_bos) if mask is None else mask.to(torch.bool).cpu()
+    if mask is None:
+        with torch.no_grad():
+            mask = token_mask(
+                model, d, tokens, exclude_bos=exclude_bos, exclude_special=exclude_special,
+                outlier_factor=outlier_factor, batch_size=batch_size,
+            )  # fmt: skip
+    mask = mask.to(torch.bool).cpu()
     if mask.shape != tokens.shape:
         raise MechscopeError(f"mask {tuple(mask.shape)} must have the tokens' shape {tuple(tokens.shape)}")
-    in_site, out_site = sites(d)
     d.eval()
     recon = ReconstructionStats(d.config.out_dim, d.config.d_sae)
     lm = LMStats(("sae", "zero", "mean")) if lm_metrics else None
@@ -364,11 +396,13 @@ def evaluate_dictionary(
         "architecture": d.config.architecture,
         "d_in": d.config.d_in,
         "d_sae": d.config.d_sae,
-        "model": str(getattr(getattr(model, "cfg", None), "model_name", "") or d.config.model_name),
+        "model": str(getattr(getattr(model, "cfg", None), "name", "") or d.config.model_name),
         "n_ctx": int(tokens.shape[0]),
         "ctx_len": int(tokens.shape[1]),
         "masked_positions": int((~mask).sum()),
-        "mask": "custom" if custom_mask else ("all but BOS" if exclude_bos else "all"),
+        "mask": "custom"
+        if custom_mask
+        else {"bos": exclude_bos, "special": exclude_special, "outlier_factor": outlier_factor},
     }
     return EvalResult(**fields, info=info)
 
