@@ -69,7 +69,13 @@ def _config(out: Path, scenario: str) -> TrainConfig:
 
 
 def _run(out: Path, scenario: str) -> dict[str, torch.Tensor]:
-    res = train(_dicts(scenario), ListSource(_tensors()), _config(out, scenario))
+    """Train one scenario; one intra-op thread like each worker, so CPU kernels reduce in the same order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = train(_dicts(scenario), ListSource(_tensors()), _config(out, scenario))
+    finally:
+        torch.set_num_threads(threads)
     return {
         f"{n}.{k}": v.detach().clone() for n, d in res.dictionaries.items() for k, v in d.state_dict().items()
     }
@@ -78,7 +84,6 @@ def _run(out: Path, scenario: str) -> dict[str, torch.Tensor]:
 def _worker(out: Path) -> None:
     torch.distributed.init_process_group("gloo")
     rank = torch.distributed.get_rank()
-    torch.set_num_threads(1)
     from safetensors.torch import save_file
 
     for scenario in SCENARIOS:

@@ -1,17 +1,17 @@
-"""Small stand-ins for the trainer tests: a ReLU SAE and an in-memory activation source.
+"""Test helpers for the trainer: a minimal ReLU SAE and a recording in-memory source.
 
-They follow the contracts of ``mechscope.dictionary.base`` (the step protocol) and of the
-source protocol (``batches(batch_size, *, seed, start, rank, world, hooks)``; rank ``r``
-gets rows ``r::world`` of every global batch), so the trainer is tested on its own.
+``ToySAE`` implements the step protocol of ``mechscope.dictionary.base`` with a loss written
+out in its docstring, so trainer tests can compare against hand-written loops without
+depending on the details of the real architectures (``test_train_architectures.py`` runs
+those). ``ListSource`` is the real ``TensorSource`` plus a log of ``batches`` calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-
 import torch
 
 from mechscope.dictionary.base import Dictionary, DictionaryConfig, ForwardOutput
+from mechscope.dictionary.store import TensorSource
 
 
 class ToySAE(Dictionary):
@@ -31,39 +31,16 @@ class ToySAE(Dictionary):
         return ForwardOutput(y_hat, f, None, loss, {"mse": mse.detach(), "l1": l1.detach()}, fired)
 
 
-class ListSource:
-    """Deterministic in-memory source: a seeded permutation per epoch, endless."""
+class ListSource(TensorSource):
+    """``TensorSource`` (the real in-memory source) that records each ``batches`` call."""
 
     def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.tensors = tensors
+        super().__init__(tensors)
         self.requests: list[dict[str, object]] = []
 
-    @property
-    def hooks(self) -> tuple[str, ...]:
-        return tuple(self.tensors)
-
-    @property
-    def n_tokens(self) -> int:
-        return next(iter(self.tensors.values())).shape[0]
-
-    def d(self, hook: str) -> int:
-        return self.tensors[hook].shape[1]
-
-    def batches(
-        self, batch_size: int, *, seed: int, start: int = 0, rank: int = 0, world: int = 1,
-        hooks: Sequence[str] | None = None,
-    ) -> Iterator[dict[str, torch.Tensor]]:  # fmt: skip
+    def batches(self, batch_size, *, seed, start=0, rank=0, world=1, hooks=None):
         self.requests.append(dict(batch_size=batch_size, seed=seed, start=start, rank=rank, world=world))
-        hooks = list(self.tensors) if hooks is None else list(hooks)
-        n = self.n_tokens
-        per_epoch = n // batch_size
-        i = start
-        while True:
-            epoch, j = divmod(i, per_epoch)
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-            idx = perm[j * batch_size : (j + 1) * batch_size][rank::world]
-            yield {h: self.tensors[h][idx].float() for h in hooks}
-            i += 1
+        return super().batches(batch_size, seed=seed, start=start, rank=rank, world=world, hooks=hooks)
 
 
 def toy_config(d_in: int = 8, d_sae: int = 16, hook: str = "h", **kw) -> DictionaryConfig:

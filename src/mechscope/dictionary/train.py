@@ -28,33 +28,15 @@ dead-latent counters). Distributed training is described in ``distributed.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
+from typing import Any
 
 from ..errors import MechscopeError
 from . import schedule
 from .base import Dictionary, DictionaryConfig
-
-
-class ActivationSource(Protocol):
-    """What the trainer reads: deterministic batches of activations per hook."""
-
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        seed: int,
-        start: int = 0,
-        rank: int = 0,
-        world: int = 1,
-        hooks: Sequence[str] | None = None,
-    ) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches ``{hook: [batch_size / world, d_hook]}``; ``start`` skips whole batches."""
-        ...
+from .store_source import ActivationSource
 
 
 @dataclass(frozen=True)
