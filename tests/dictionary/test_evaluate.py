@@ -358,3 +358,22 @@ def test_eval_sae_pipeline_writes_metrics_plot_and_frequencies(model, tmp_path):
     assert meta["metrics"]["fvu"] == 0.0 and meta["metrics"]["n_tokens"] == 4 * 15
     assert meta["metrics"]["ce_recovered_mean"] == pytest.approx(1.0, abs=1e-6)
     assert result.info["n_ctx"] == 4 and any("FVU" in m for m in messages)
+
+
+@pytest.mark.real
+def test_smollm2_identity_and_baselines():
+    import mechscope
+    from mechscope.data import TokenStream, stdlib_documents
+
+    model = mechscope.load_model("smollm2-135m", device="cpu")
+    tokens = TokenStream(stdlib_documents(), model, ctx_len=64).take(4)
+    hook = "blocks.15.hook_resid_post"
+    r = evaluate_dictionary(
+        model, identity_dictionary(model.cfg.d_model, hook_name=hook), tokens, batch_size=4
+    )
+    assert r.fvu == 0.0 and r.kl_sae == pytest.approx(0.0, abs=1e-5)
+    assert r.ce_recovered_zero == pytest.approx(1.0, abs=1e-5)
+    assert r.ce_recovered_mean == pytest.approx(1.0, abs=1e-5)
+    # on a trained model, both ablations hurt, and zeroing the residual stream hurts most
+    assert r.ce_zero > r.ce_mean > r.ce_clean + 0.5
+    assert r.kl_zero > r.kl_mean > 0.1
