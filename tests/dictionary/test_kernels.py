@@ -146,10 +146,15 @@ def _dense_topk_step(d, x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_topk_training_step_gradients_equal_dense_reference(dtype: str) -> None:
-    """The whole TopK training forward (sparse encoder + decoder + AuxK) vs dense autograd."""
+@pytest.mark.parametrize("aux_k", [6, 2], ids=["aux-dense-block", "aux-sparse"])
+def test_topk_training_step_gradients_equal_dense_reference(dtype: str, aux_k: int) -> None:
+    """The whole TopK training forward (sparse encoder + decoder + AuxK) vs dense autograd.
+
+    16 dead latents: with ``aux_k=6`` AuxK takes the dense dead-block path (16 <= 4 * 6),
+    with ``aux_k=2`` the sparse-pattern path.
+    """
     torch.manual_seed(0)
-    cfg = DictionaryConfig("topk", d_in=10, d_sae=48, k=4, dtype=dtype, aux_k=6)
+    cfg = DictionaryConfig("topk", d_in=10, d_sae=48, k=4, dtype=dtype, aux_k=aux_k)
     d = make_dictionary(cfg)
     with torch.no_grad():
         d.b_dec.normal_()
@@ -170,3 +175,31 @@ def test_topk_training_step_gradients_equal_dense_reference(dtype: str) -> None:
         ref_grad = dict(d.named_parameters())[name].grad
         assert ref_grad is not None
         torch.testing.assert_close(grad, ref_grad, **tol, msg=name)
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
+@pytest.mark.parametrize("aux_k", [6, 2], ids=["aux-dense-block", "aux-sparse"])
+def test_batch_family_auxk_equals_dense_formula(arch: str, aux_k: int) -> None:
+    """AuxK value and its W_dec gradient for the BatchTopK family vs a dense computation."""
+    torch.manual_seed(0)
+    widths = (16, 48) if arch == "matryoshka" else ()
+    cfg = DictionaryConfig(
+        arch, d_in=10, d_sae=48, k=4, dtype="float64", aux_k=aux_k, matryoshka_widths=widths
+    )
+    d = make_dictionary(cfg)
+    x = torch.randn(33, 10, dtype=torch.float64)
+    dead = torch.zeros(48, dtype=torch.bool)
+    dead[::3] = True
+    out = d.training_forward(x, dead_mask=dead)
+    with torch.no_grad():
+        h = (x - d.b_dec) @ d.W_enc + d.b_enc
+        e = x - out.y_hat
+        va, ia = torch.where(dead, h, -torch.inf).topk(aux_k, dim=1)
+        z = torch.zeros_like(h).scatter(1, ia, va.relu())
+        aux = (e - z @ d.W_dec).pow(2).sum() / (e - e.mean(0)).pow(2).sum()
+    torch.testing.assert_close(out.losses["auxk"], aux)
+    rec = out.loss - aux / 32
+    expect_rec = (
+        out.losses["mse"] if arch == "batchtopk" else (out.losses["mse_level_0"] + out.losses["mse"]) / 2
+    )
+    torch.testing.assert_close(rec, expect_rec)

@@ -147,25 +147,52 @@ def _sampled_rows_dot(pattern: SparsePattern, a: torch.Tensor, b_rows: torch.Ten
     return out
 
 
+def _add_rows_(target: torch.Tensor, rows: torch.Tensor, update: torch.Tensor) -> None:
+    """``target[rows] += update`` for UNIQUE ``rows`` (row copies; ``index_add_`` is slower on CPU)."""
+    target.index_copy_(0, rows, target.index_select(0, rows) + update)
+
+
 class _SparseDecode(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, values: torch.Tensor, pattern: SparsePattern, W_dec: torch.Tensor
-    ) -> torch.Tensor:
+        ctx: Any,
+        values: torch.Tensor,
+        pattern: SparsePattern,
+        W_dec: torch.Tensor,
+        z_block: torch.Tensor | None,
+        block_rows: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.set_materialize_grads(False)
         ctx.pattern = pattern
-        ctx.save_for_backward(values, W_dec)
+        ctx.block_rows = block_rows
+        ctx.save_for_backward(values, W_dec, z_block if z_block is not None else values.new_zeros(0))
         if pattern.nnz == 0:
-            return W_dec.new_zeros(pattern.n_rows, W_dec.shape[1])
-        return F.embedding_bag(pattern.cols, W_dec, pattern.crow[:-1], mode="sum", per_sample_weights=values)
+            y = W_dec.new_zeros(pattern.n_rows, W_dec.shape[1])
+        else:
+            y = F.embedding_bag(pattern.cols, W_dec, pattern.crow[:-1], mode="sum", per_sample_weights=values)
+        if z_block is None or block_rows is None:
+            return y, W_dec.new_zeros(0, W_dec.shape[1])
+        return y, z_block @ W_dec.index_select(0, block_rows)
 
     @staticmethod
-    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, None, torch.Tensor | None]:
-        values, W_dec = ctx.saved_tensors
+    def backward(
+        ctx: Any, grad_y: torch.Tensor | None, grad_e: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, None, torch.Tensor | None, torch.Tensor | None, None]:
+        values, W_dec, z_block = ctx.saved_tensors
         pattern: SparsePattern = ctx.pattern
+        rows: torch.Tensor | None = ctx.block_rows
+        if grad_y is None:
+            grad_y = W_dec.new_zeros(pattern.n_rows, W_dec.shape[1])
         grad_y = grad_y.contiguous()
         d_values = _sampled_rows_dot(pattern, grad_y, W_dec) if ctx.needs_input_grad[0] else None
         d_W = _matmul_sparse_t(pattern, values, grad_y) if ctx.needs_input_grad[2] else None
-        return d_values, None, d_W
+        d_z = None
+        if rows is not None and grad_e is not None:
+            W_b = W_dec.index_select(0, rows)  # [n_block, d_out]
+            d_z = grad_e @ W_b.t() if ctx.needs_input_grad[3] else None
+            if d_W is not None:
+                _add_rows_(d_W, rows, z_block.t() @ grad_e)
+        return d_values, None, d_W, d_z, None
 
 
 def sparse_decode(
@@ -179,8 +206,26 @@ def sparse_decode(
     """
     if values.shape != (pattern.nnz,):
         raise ValueError(f"values must be [nnz={pattern.nnz}], got {tuple(values.shape)}")
-    y = _SparseDecode.apply(values, pattern, W_dec)
+    y, _ = _SparseDecode.apply(values, pattern, W_dec, None, None)
     return y if b_dec is None else y + b_dec
+
+
+def sparse_decode_with_block(
+    values: torch.Tensor,
+    pattern: SparsePattern,
+    W_dec: torch.Tensor,
+    z_block: torch.Tensor,
+    block_rows: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(F @ W_dec, z_block @ W_dec[block_rows])``: a sparse decode plus a dense block decode.
+
+    ``z_block`` ``[n, n_block]`` are codes of the UNIQUE latents ``block_rows`` (AuxK's dead
+    latents); both products share one ``W_dec`` gradient (no bias is added to either).
+    """
+    if values.shape != (pattern.nnz,):
+        raise ValueError(f"values must be [nnz={pattern.nnz}], got {tuple(values.shape)}")
+    y, e = _SparseDecode.apply(values, pattern, W_dec, z_block, block_rows)
+    return y, e
 
 
 class _SparsePreacts(torch.autograd.Function):
@@ -193,28 +238,49 @@ class _SparsePreacts(torch.autograd.Function):
         b_enc: torch.Tensor,
         h: torch.Tensor,
         pattern: SparsePattern,
-    ) -> torch.Tensor:
+        block_cols: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.set_materialize_grads(False)
         ctx.pattern = pattern
         ctx.has_b_dec = b_dec is not None
+        ctx.block_cols = block_cols
         ctx.save_for_backward(x, b_dec if b_dec is not None else x.new_zeros(0), W_enc)
-        return h.reshape(-1)[pattern.rows * h.shape[1] + pattern.cols]
+        vals = h.reshape(-1)[pattern.rows * h.shape[1] + pattern.cols]
+        block = h.index_select(1, block_cols) if block_cols is not None else h.new_zeros(h.shape[0], 0)
+        return vals, block
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(
+        ctx: Any, grad: torch.Tensor | None, grad_block: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, ...]:
         x, b_dec, W_enc = ctx.saved_tensors
         pattern: SparsePattern = ctx.pattern
+        cols_b: torch.Tensor | None = ctx.block_cols
+        if grad is None:
+            grad = x.new_zeros(pattern.nnz)
+        if cols_b is None or grad_block is None:
+            cols_b, grad_block = None, None
         x_c = x - b_dec if ctx.has_b_dec else x
         need_x, need_bdec, need_W, need_benc = ctx.needs_input_grad[:4]
-        d_W = _matmul_sparse_t(pattern, grad, x_c).t() if need_W else None  # [d_in, d_sae]
+        d_W = None
+        if need_W:
+            d_Wt = _matmul_sparse_t(pattern, grad, x_c)  # [d_sae, d_in]
+            if cols_b is not None and grad_block is not None:
+                _add_rows_(d_Wt, cols_b, grad_block.t() @ x_c)
+            d_W = d_Wt.t()  # [d_in, d_sae]
         d_benc = None
         if need_benc or need_bdec:
             d_benc = grad.new_zeros(pattern.n_cols).index_add_(0, pattern.cols, grad)
+            if cols_b is not None and grad_block is not None:
+                d_benc.index_add_(0, cols_b, grad_block.sum(0))
         d_bdec = -(W_enc @ d_benc) if (need_bdec and ctx.has_b_dec and d_benc is not None) else None
         d_x = None
         if need_x:
             p, g = (pattern, grad) if pattern.row_sorted else sorted_by_row(pattern, grad)
             d_x = p.csr(g) @ W_enc.t() if p.nnz else torch.zeros_like(x)
-        return d_x, d_bdec, d_W, (d_benc if need_benc else None), None, None
+            if cols_b is not None and grad_block is not None:
+                d_x = d_x + grad_block @ W_enc.index_select(1, cols_b).t()
+        return d_x, d_bdec, d_W, (d_benc if need_benc else None), None, None, None
 
 
 def sorted_by_row(pattern: SparsePattern, values: torch.Tensor) -> tuple[SparsePattern, torch.Tensor]:
@@ -240,4 +306,24 @@ def sparse_preacts(
     ``W_enc``, ``b_enc``, ``b_dec`` (and ``x`` if it requires grad) as if ``h`` had been
     computed with autograd, but cost ``O(nnz d_in)`` instead of a dense matmul.
     """
-    return _SparsePreacts.apply(x, b_dec, W_enc, b_enc, h.detach(), pattern)
+    vals, _ = _SparsePreacts.apply(x, b_dec, W_enc, b_enc, h.detach(), pattern, None)
+    return vals
+
+
+def sparse_preacts_with_block(
+    x: torch.Tensor,
+    b_dec: torch.Tensor | None,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    h: torch.Tensor,
+    pattern: SparsePattern,
+    block_cols: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sparse_preacts`` plus a dense column block ``h[:, block_cols]`` ``[n, n_block]``.
+
+    For a small set of columns (e.g. AuxK's dead latents) whose sub-matrix is itself fairly
+    dense, dense products on the block (``dW_enc[:, block] = x_c^T @ dH_block``) beat the
+    sparse kernels. One encoder gradient is produced for both parts.
+    """
+    vals, block = _SparsePreacts.apply(x, b_dec, W_enc, b_enc, h.detach(), pattern, block_cols)
+    return vals, block

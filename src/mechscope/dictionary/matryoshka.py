@@ -9,7 +9,7 @@ import torch
 from ._common import DictionaryError
 from .base import DictionaryConfig
 from .kernels import SparsePattern, sparse_decode
-from .topk import BatchTopKDictionary
+from .topk import BatchTopKDictionary, _Aux
 
 
 class MatryoshkaDictionary(BatchTopKDictionary):
@@ -43,8 +43,8 @@ class MatryoshkaDictionary(BatchTopKDictionary):
         self.widths = widths
 
     def reconstruct(
-        self, values: torch.Tensor, pattern: SparsePattern, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        self, values: torch.Tensor, pattern: SparsePattern, x: torch.Tensor, y: torch.Tensor, aux: _Aux | None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
         """Cumulative per-band decodes; the loss is the mean of the level MSEs."""
         bounds = torch.tensor(self.widths, device=pattern.cols.device)
         band = torch.bucketize(pattern.cols, bounds, right=True)  # [nnz] level index of each entry
@@ -61,4 +61,6 @@ class MatryoshkaDictionary(BatchTopKDictionary):
             mse_l = (y - y_hat).pow(2).sum() / y.shape[0]
             total = total + mse_l
             extra[f"mse_level_{level}"] = mse_l.detach()
-        return y_hat, total / len(self.widths), extra
+        extra["mse"] = extra[f"mse_level_{len(self.widths) - 1}"]
+        e_hat = None if aux is None else aux.decode(self.W_dec)
+        return y_hat, total / len(self.widths), extra, e_hat

@@ -40,12 +40,50 @@ from ._common import (
     DictionaryError,
     check_dead_mask,
     check_inputs,
-    mse_and_fvu,
     project_out_row_component_,
     unit_rows_,
 )
 from .base import Dictionary, DictionaryConfig, ForwardOutput
-from .kernels import SparsePattern, sparse_decode, sparse_preacts
+from .kernels import (
+    SparsePattern,
+    sparse_decode,
+    sparse_decode_with_block,
+    sparse_preacts,
+    sparse_preacts_with_block,
+)
+
+AUX_BLOCK_RATIO = 4
+"""AuxK uses dense products on the dead-latent block when ``n_dead <= AUX_BLOCK_RATIO * k_aux``."""
+
+
+def _aux_pattern(h: torch.Tensor, dead: torch.Tensor, k_aux: int) -> SparsePattern:
+    """Row-sorted pattern of the ``k_aux`` largest ``h[:, dead]`` per row (global latent ids)."""
+    local = h.index_select(1, dead).topk(k_aux, dim=1, sorted=False).indices  # [n, k_aux]
+    p = SparsePattern.from_topk(local, h.shape[1])
+    p.cols = dead[p.cols]
+    return p
+
+
+class _Aux:
+    """AuxK codes: a dense ``[n, n_dead]`` block over the dead latents, or sparse ``[nnz]`` values."""
+
+    def __init__(
+        self,
+        latents: torch.Tensor,
+        z: torch.Tensor,
+        block: bool = False,
+        pattern: SparsePattern | None = None,
+    ) -> None:
+        self.latents = latents  # [n_dead] dead latent ids
+        self.z = z
+        self.block = True if block else None  # set: decode with the dense-block kernel
+        self.pattern = pattern
+
+    def decode(self, W_dec: torch.Tensor) -> torch.Tensor:
+        """``e_hat = z @ W_dec`` (no bias), ``[n, d_out]``."""
+        if self.pattern is not None:
+            return sparse_decode(self.z, self.pattern, W_dec)
+        return self.z @ W_dec.index_select(0, self.latents)
 
 
 class _SparseFamily(Dictionary):
@@ -78,27 +116,43 @@ class _SparseFamily(Dictionary):
         raise NotImplementedError
 
     def aux_select(self, h: torch.Tensor, dead_mask: torch.Tensor | None) -> SparsePattern | None:
-        """Top ``k_aux`` dead latents per row (None when AuxK is off or nothing is dead)."""
+        """Top ``k_aux`` dead latents per row as a pattern (None when AuxK is off or none is dead)."""
+        plan = self._aux_plan(dead_mask)
+        return None if plan is None else _aux_pattern(h, *plan)
+
+    def _aux_plan(self, dead_mask: torch.Tensor | None) -> tuple[torch.Tensor, int] | None:
+        """``(dead latent ids, k_aux)``, or None when AuxK does not run this step."""
         if dead_mask is None or self.config.aux_coefficient == 0:
             return None
         dead = dead_mask.nonzero().squeeze(1)  # [n_dead]
         if dead.numel() == 0:
             return None
-        k_aux = min(self.aux_k, int(dead.numel()))
-        local = h.index_select(1, dead).topk(k_aux, dim=1, sorted=False).indices  # [n, k_aux]
-        p = SparsePattern.from_topk(local, h.shape[1])
-        p.cols = dead[p.cols]
-        return p
+        return dead, min(self.aux_k, int(dead.numel()))
 
     # -- training -------------------------------------------------------------------------
 
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., d_in] -> [..., d_sae]`` pre-activations (one fused ``addmm`` for 2-D input)."""
+        if x.dim() != 2:
+            return super().pre_acts(x)
+        x_c = x - self.b_dec if self.config.apply_b_dec_to_input else x
+        return torch.addmm(self.b_enc, x_c, self.W_enc)
+
     def reconstruct(
-        self, values: torch.Tensor, pattern: SparsePattern, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """``(y_hat, reconstruction loss, extra logged terms)``; Matryoshka overrides it."""
-        y_hat = self.decode_sparse(values, pattern, x)
+        self, values: torch.Tensor, pattern: SparsePattern, x: torch.Tensor, y: torch.Tensor, aux: _Aux | None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        """``(y_hat, reconstruction loss, logged terms, AuxK e_hat)``; Matryoshka overrides it."""
+        e_hat: torch.Tensor | None = None
+        if aux is not None and aux.block is not None:
+            y_lin, e_hat = sparse_decode_with_block(values, pattern, self.W_dec, aux.z, aux.latents)
+            y_hat = y_lin + self.b_dec
+        else:
+            y_hat = sparse_decode(values, pattern, self.W_dec, self.b_dec)
+            e_hat = None if aux is None else aux.decode(self.W_dec)
+        if self.W_skip is not None:
+            y_hat = y_hat + x @ self.W_skip
         mse = (y - y_hat).pow(2).sum() / y.shape[0]
-        return y_hat, mse, {}
+        return y_hat, mse, {"mse": mse.detach()}, e_hat
 
     def decode_sparse(self, values: torch.Tensor, pattern: SparsePattern, x: torch.Tensor) -> torch.Tensor:
         """``[n, d_out]`` reconstruction from sparse codes (``values`` at ``pattern``)."""
@@ -118,42 +172,55 @@ class _SparseFamily(Dictionary):
         """Sparse training step (module docstring); ``sparsity_coefficient`` is ignored."""
         cfg = self.config
         x, y = check_inputs(x, y, cfg.d_in, cfg.out_dim, cfg.is_transcoder)
-        dead_mask = check_dead_mask(dead_mask, cfg.d_sae)
+        plan = self._aux_plan(check_dead_mask(dead_mask, cfg.d_sae))
         with torch.no_grad():
             h = self.pre_acts(x)  # [n, d_sae]
             main = self.select(h)
-            aux = self.aux_select(h, dead_mask)
-        both = main
-        if aux is not None:
-            both = SparsePattern(torch.cat([main.rows, aux.rows]), torch.cat([main.cols, aux.cols]), *h.shape)
-        b_dec = self.b_dec if cfg.apply_b_dec_to_input else None
-        pre = sparse_preacts(x, b_dec, self.W_enc, self.b_enc, h, both)  # [nnz_main + nnz_aux]
-        values = F.relu(pre[: main.nnz])
-        y_hat, rec_loss, extra = self.reconstruct(values, main, x, y)
-        loss = rec_loss
+        values, aux = self._encode_for_training(x, h, main, plan)
+        y_hat, loss, losses, e_hat = self.reconstruct(values, main, x, y, aux)
         with torch.no_grad():
-            _, fvu = mse_and_fvu(y, y_hat)
-            mse = (y - y_hat).pow(2).sum() / y.shape[0]
+            e = (y - y_hat).detach()  # [n, d_out] residual of the live reconstruction
+            var = (y - y.mean(0)).pow(2).sum().clamp_min(torch.finfo(y.dtype).tiny)
             positive = values > 0
             fired = torch.zeros(cfg.d_sae, dtype=torch.bool, device=x.device)
             fired[main.cols[positive]] = True
-        losses = {"mse": mse, "l0": positive.sum().float() / x.shape[0], "fvu": fvu, **extra}
-        if aux is not None:
-            aux_loss = self._auxk_loss(F.relu(pre[main.nnz :]), aux, y, y_hat)
+        losses.update(l0=positive.sum().float() / x.shape[0], fvu=e.pow(2).sum() / var)
+        if e_hat is not None:
+            denom = (e - e.mean(0)).pow(2).sum().clamp_min(torch.finfo(e.dtype).tiny)
+            aux_loss = (e - e_hat).pow(2).sum() / denom
             loss = loss + cfg.aux_coefficient * aux_loss
             losses["auxk"] = aux_loss.detach()
         codes, indices = self.output_codes(values, main)
         self._observe(values, main)
         return ForwardOutput(y_hat, codes, indices, loss, losses, fired)
 
-    def _auxk_loss(
-        self, z: torch.Tensor, aux: SparsePattern, y: torch.Tensor, y_hat: torch.Tensor
-    ) -> torch.Tensor:
-        """Variance-normalised AuxK reconstruction of the detached residual (unweighted)."""
-        e = (y - y_hat).detach()  # [n, d_out]
-        e_hat = sparse_decode(z, aux, self.W_dec)  # no b_dec
-        denom = (e - e.mean(0)).pow(2).sum().clamp_min(torch.finfo(e.dtype).tiny)
-        return (e - e_hat).pow(2).sum() / denom
+    def _encode_for_training(
+        self, x: torch.Tensor, h: torch.Tensor, main: SparsePattern, plan: tuple[torch.Tensor, int] | None
+    ) -> tuple[torch.Tensor, _Aux | None]:
+        """Codes ``ReLU(h[main])`` with sparse encoder grads, and the AuxK codes.
+
+        AuxK runs on the dead latents' dense column block when there are few of them
+        (``n_dead <= AUX_BLOCK_RATIO k_aux``: dense products on ``[n, n_dead]`` beat gathers),
+        and through the sparse kernels otherwise.
+        """
+        b_dec = self.b_dec if self.config.apply_b_dec_to_input else None
+        if plan is None:
+            return F.relu(sparse_preacts(x, b_dec, self.W_enc, self.b_enc, h, main)), None
+        dead, k_aux = plan
+        if dead.numel() <= AUX_BLOCK_RATIO * k_aux:
+            pre, h_dead = sparse_preacts_with_block(x, b_dec, self.W_enc, self.b_enc, h, main, dead)
+            with torch.no_grad():
+                keep = torch.ones_like(h_dead, dtype=torch.bool)
+                if k_aux < dead.numel():
+                    top = h_dead.topk(k_aux, dim=1, sorted=False).indices  # [n, k_aux] block-local
+                    keep = torch.zeros_like(keep).scatter_(1, top, True)
+            z = F.relu(h_dead) * keep  # [n, n_dead]
+            return F.relu(pre), _Aux(dead, z, block=True)
+        with torch.no_grad():
+            aux = _aux_pattern(h, dead, k_aux)
+        both = SparsePattern(torch.cat([main.rows, aux.rows]), torch.cat([main.cols, aux.cols]), *h.shape)
+        pre = sparse_preacts(x, b_dec, self.W_enc, self.b_enc, h, both)  # [nnz_main + nnz_aux]
+        return F.relu(pre[: main.nnz]), _Aux(dead, F.relu(pre[main.nnz :]), pattern=aux)
 
     def output_codes(
         self, values: torch.Tensor, pattern: SparsePattern
