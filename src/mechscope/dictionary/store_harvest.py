@@ -189,6 +189,8 @@ def _rank_state(root: Path, manifest: dict[str, Any], rank: int, world: int, tar
                     f"resume it with the same number of processes (now {world})"
                 )
             return state
+        if state["segment"][1] <= c0:  # left over from a segment already merged
+            path.unlink(missing_ok=True)
     if c0 >= target or manifest.get("exhausted"):
         return None
     seg = len(manifest["segments"])
