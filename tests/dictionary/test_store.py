@@ -289,3 +289,34 @@ def test_streaming_buffer_is_bounded_and_serves_every_row(model, stream, tmp_pat
     assert all(torch.equal(a[HOOKS[1]], b[HOOKS[1]]) for a, b in zip(again, batches[3:]))
     with pytest.raises(mechscope.errors.MechscopeError, match="at least two batches"):
         src.batches(64, seed=0)
+
+
+def test_streaming_ranks_are_disjoint(model, stream, tmp_path):
+    from collections import Counter
+
+    disk = _run(model, stream, tmp_path / "s")
+    count = lambda x: Counter(map(tuple, x.tolist()))  # noqa: E731  (rows as a multiset)
+    parts = []
+    for r in range(2):
+        src = StreamingSource(model, stream, HOOKS[:1], n_tokens=CTX * N_CTX, buffer_tokens=64, batch_size=2)
+        parts.append(count(torch.cat([b[HOOKS[0]] for b in src.batches(8, seed=0, rank=r, world=2)])))
+    both, total = parts[0] + parts[1], count(disk.tensors()[HOOKS[0]])
+    assert sum(both.values()) > 0.8 * disk.n_tokens and not both - total  # disjoint parts of the rows
+
+
+def test_run_harvest_from_jsonl(tmp_path, model):
+    import dataclasses
+
+    from mechscope._config_cli import field_docs
+    from mechscope.pipeline.harvest import HarvestConfig, run_harvest
+
+    assert set(field_docs(HarvestConfig)) == {f.name for f in dataclasses.fields(HarvestConfig)}
+    src = tmp_path / "d.jsonl"
+    src.write_text("\n".join(json.dumps({"body": f"line {i} of the notes, with words"}) for i in range(40)))
+    model_dir = model.cfg.name
+    said = []
+    cfg = HarvestConfig(model=model_dir, hooks=("blocks.0.hook_mlp_out",), source=str(src), text_field="body",
+                        ctx_len=8, n_tokens=64, batch_size=3, out=tmp_path / "acts", device="cpu",
+                        progress_bar=False)  # fmt: skip
+    store = run_harvest(cfg, progress=said.append)
+    assert store.n_tokens == 8 * 7 and store.settings["source"] == f"jsonl:{src}[body]" and said
