@@ -118,3 +118,54 @@ def test_patch_writes_a_result_and_prints_the_top_sites(tmp_path, capsys):
         assert (Path(m.group(1)) / name).is_file()
     assert main(["patch", "--task", "no-such-task", "--out", str(tmp_path)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_harvest_train_eval_chain(tiny_dirs, tmp_path, capsys):
+    """The three dictionary commands, chained on a tiny model: store -> dictionary -> metrics."""
+    import json
+
+    tiny_llama = tiny_dirs["llama-gqa"]  # saved with a tokenizer
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(
+        "\n\n".join(f"Document {i}: the quick brown fox jumps over {i} lazy dogs." for i in range(60))
+    )
+    store = tmp_path / "store"
+    hook = "blocks.1.hook_resid_post"
+    argv = ["harvest", "--model", str(tiny_llama), "--hooks", hook, "--source", str(corpus), "--ctx-len", "16",
+            "--n-tokens", "600", "--batch-size", "8", "--out", str(store), "--shard-tokens", "256",
+            "--no-progress-bar"]  # fmt: skip
+    assert main(argv) == 0
+    assert f"Wrote {store}" in capsys.readouterr().out
+    assert json.loads((store / "manifest.json").read_text())["n_tokens"] >= 512
+
+    runs = tmp_path / "sae"
+    argv = ["train-sae", "--store", str(store), "--hook", hook, "--architecture", "topk", "--d-sae", "128",
+            "--k", "8", "--batch-size", "64", "--total-tokens", "512", "--output-dir", str(runs),
+            "--no-progress", "--name", "tiny-topk"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Wrote" in out and "8 steps" in out
+    saved = runs / "dictionaries" / "tiny-topk"
+    assert (saved / "config.json").is_file()
+
+    argv = ["eval-sae", "--dictionary", str(saved), "--model", str(tiny_llama), "--source", str(corpus),
+            "--ctx-len", "16", "--n-ctx", "8", "--out", str(tmp_path / "eval"), "--no-progress-bar"]  # fmt: skip
+    assert main(argv) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
+    assert 0.0 <= metrics["fvu"] < 1.5 and metrics["l0"] <= 8.0 + 1e-6
+    assert (tmp_path / "eval" / "density.png").stat().st_size > 0
+
+
+def test_train_sae_help_documents_every_option(capsys):
+    import dataclasses
+
+    from mechscope.dictionary.train import TrainConfig
+    from mechscope.pipeline.train_sae import TrainSAEConfig
+
+    assert main(["train-sae", "--help"]) == 0
+    text = capsys.readouterr().out
+    for cls in (TrainSAEConfig, TrainConfig):
+        for f in dataclasses.fields(cls):
+            if f.name != "train":
+                assert "--" + f.name.replace("_", "-") in text, f.name

@@ -2,6 +2,9 @@
 
     mechscope demo [--model NAME] [--out DIR]   run the demo and write a run directory
     mechscope patch --task ioi --sweep heads    localise a behaviour and write a result directory
+    mechscope harvest --hooks H [...]           harvest activations into a sharded disk store
+    mechscope train-sae --hook H [...]          train an SAE or transcoder (streamed or from a store)
+    mechscope eval-sae --dictionary DIR [...]   evaluate a dictionary (reconstruction, sparsity, CE/KL)
     mechscope models                            list the built-in models
     mechscope hooks MODEL                       list a model's hook points with their shapes
     mechscope --version
@@ -16,6 +19,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ._config_cli import field_docs as _field_docs
 from ._version import __version__
@@ -78,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     _add_patch(sub)
+    _add_dictionary_commands(sub)
 
     models = sub.add_parser("models", help="list the built-in models")
     models.set_defaults(func=_cmd_models)
@@ -145,6 +150,58 @@ def _cmd_patch(args: argparse.Namespace) -> int:
         site = ", ".join(f"{n} {lab}" for n, lab in zip(names, labels))
         print(f"  {site:<44} {value:8.3f}  ({value - base:+.3f})")
     print(f"Wrote {out} (open {out / 'heatmap.html'})")
+    return 0
+
+
+def _add_dictionary_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """harvest, train-sae and eval-sae: every option generated from the config dataclass."""
+    from ._config_cli import add_config_options
+    from .pipeline.eval_sae import EvalSAEConfig
+    from .pipeline.harvest import HarvestConfig
+    from .pipeline.train_sae import TrainSAEConfig
+
+    commands = [
+        ("harvest", HarvestConfig, "harvest activations of one or several hooks into a sharded disk store", _cmd_harvest),
+        ("train-sae", TrainSAEConfig, "train an SAE or transcoder on a model's activations", _cmd_train_sae),
+        ("eval-sae", EvalSAEConfig, "evaluate a dictionary: MSE, FVU, L0, dead/dense, CE recovered, KL", _cmd_eval_sae),
+    ]  # fmt: skip
+    for name, cls, text, func in commands:
+        p = sub.add_parser(name, help=text, description=f"{text}. {cls.__doc__ or ''}")
+        add_config_options(p, cls)
+        p.set_defaults(func=func, config_class=cls)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from ._config_cli import config_from_args
+
+    return config_from_args(args.config_class, args)
+
+
+def _cmd_harvest(args: argparse.Namespace) -> int:
+    from .pipeline.harvest import run_harvest
+
+    store = run_harvest(_config(args), progress=_progress)
+    print(f"Wrote {store.root}: {store.n_tokens} rows of {', '.join(store.hooks)} in {store.n_shards} shards")
+    return 0
+
+
+def _cmd_train_sae(args: argparse.Namespace) -> int:
+    from .pipeline.train_sae import run_train_sae
+
+    result = run_train_sae(_config(args), progress=_progress)
+    for name, path in result.paths.items():
+        metrics = result.metrics.get(name, {})
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+        print(f"Wrote {path} ({result.steps} steps, {result.tokens} tokens{'; ' + shown if shown else ''})")
+    return 0
+
+
+def _cmd_eval_sae(args: argparse.Namespace) -> int:
+    from .pipeline.eval_sae import run_eval_sae
+
+    out, result = run_eval_sae(_config(args), progress=_progress)
+    print(result.summary())
+    print(f"Wrote {out} (metrics.json, density.png)")
     return 0
 
 
