@@ -126,3 +126,18 @@ def test_cli_options_cover_every_field():
     cfg = config_from_args(TrainSAEConfig, args)
     assert (cfg.architecture, cfg.k, cfg.train.lr, cfg.train.output_dir) == ("batchtopk", 16, 1e-4, Path("x"))
     assert cfg.train.batch_size == TrainConfig().batch_size
+
+
+@pytest.mark.real
+def test_streaming_from_smollm2_on_the_stdlib_corpus(tmp_path):
+    cfg = TrainSAEConfig(
+        architecture="topk", hook="blocks.15.hook_resid_pre", expansion=2, k=8, model="smollm2-135m",
+        corpus="stdlib", ctx_len=64, model_batch_size=8, buffer_tokens=1024,
+        train=_train(tmp_path, batch_size=256, total_tokens=256 * 4, log_every=1, device="cpu"),
+    )  # fmt: skip
+    res = run_train_sae(cfg)
+    (name,) = res.dictionaries
+    d, last = res.dictionaries[name], res.metrics[name]
+    assert (d.config.d_in, d.config.d_sae, d.config.model_name) == (576, 1152, "smollm2-135m")
+    assert last["step"] == 4 and last["l0"] == pytest.approx(8.0) and 0 < last["fvu"] < 1.5
+    assert d.config.metadata["training"]["normalisation"] == "unit_mean_squared_norm"
