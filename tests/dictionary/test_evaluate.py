@@ -328,6 +328,24 @@ def test_result_serialises_and_plots(model, tokens, tmp_path):
     assert "FVU" in r.summary()
 
 
+def test_a_gemmascope_directory_loads_and_evaluates(model, tokens, tmp_path):
+    import numpy as np
+
+    from mechscope.dictionary.io import load_dictionary
+
+    d = model.cfg.d_model
+    path = tmp_path / "gemma-scope-2b-pt-res" / "layer_1" / "width_16k" / "average_l0_20"
+    path.mkdir(parents=True)
+    eye = np.eye(d, dtype=np.float32)
+    np.savez(path / "params.npz", W_enc=np.concatenate([eye, -eye], 1), W_dec=np.concatenate([eye, -eye], 0),
+             b_enc=np.zeros(2 * d, np.float32), b_dec=np.zeros(d, np.float32),
+             threshold=np.zeros(2 * d, np.float32))  # fmt: skip
+    gs = load_dictionary(path)
+    assert gs.config.hook_name == HOOK  # from the release path: layer_1 of a residual-stream release
+    r = evaluate_dictionary(model, gs, tokens)
+    assert r.fvu == 0.0 and r.ce_recovered_zero == pytest.approx(1.0, abs=1e-6)
+
+
 def test_needs_a_hook_name(model, tokens):
     with pytest.raises(MechscopeError, match="hook_name"):
         evaluate_dictionary(model, identity_dictionary(model.cfg.d_model), tokens)
