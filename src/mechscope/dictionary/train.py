@@ -99,15 +99,9 @@ class TrainConfig:
 
 _SHARED = ("batch_size", "total_tokens", "seed", "checkpoint_every", "keep_checkpoints", "output_dir",
            "logging", "log_every", "progress", "init_batches", "resume", "device", "distributed")  # fmt: skip
-_NOT_STATE = (
-    "checkpoint_every",
-    "keep_checkpoints",
-    "output_dir",
-    "logging",
-    "log_every",
-    "progress",
-    "resume",
-)
+_NOT_STATE = ("checkpoint_every", "keep_checkpoints", "output_dir", "logging", "log_every", "progress", "resume",
+              "device")  # fmt: skip
+"""TrainConfig fields that may change when resuming (they do not affect the weights)."""
 
 
 class TrainingDivergedError(MechscopeError):
