@@ -138,6 +138,20 @@ class _SparseFamily(Dictionary):
         x_c = x - self.b_dec if self.config.apply_b_dec_to_input else x
         return torch.addmm(self.b_enc, x_c, self.W_enc)
 
+    def _train_pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """``pre_acts`` into a buffer reused across steps (no grad; nothing keeps ``h``).
+
+        A fresh ``[n, d_sae]`` tensor every step costs page faults on first touch (the
+        allocator returns such big blocks to the OS); reusing one avoids that.
+        """
+        x_c = x - self.b_dec if self.config.apply_b_dec_to_input else x
+        shape, dtype = (x.shape[0], self.config.d_sae), self.W_enc.dtype
+        buf = self.__dict__.get("_h_buffer")
+        if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != x.device:
+            buf = torch.empty(shape, dtype=dtype, device=x.device)
+            self.__dict__["_h_buffer"] = buf
+        return torch.addmm(self.b_enc, x_c, self.W_enc, out=buf)
+
     def reconstruct(
         self, values: torch.Tensor, pattern: SparsePattern, x: torch.Tensor, y: torch.Tensor, aux: _Aux | None
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
@@ -174,7 +188,7 @@ class _SparseFamily(Dictionary):
         x, y = check_inputs(x, y, cfg.d_in, cfg.out_dim, cfg.is_transcoder)
         plan = self._aux_plan(check_dead_mask(dead_mask, cfg.d_sae))
         with torch.no_grad():
-            h = self.pre_acts(x)  # [n, d_sae]
+            h = self._train_pre_acts(x)  # [n, d_sae]
             main = self.select(h)
         values, aux = self._encode_for_training(x, h, main, plan)
         y_hat, loss, losses, e_hat = self.reconstruct(values, main, x, y, aux)
