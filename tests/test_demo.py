@@ -20,6 +20,7 @@ from safetensors.numpy import save_file
 import mechscope
 from mechscope.errors import ArtifactError
 from mechscope.pipeline.demo import DemoConfig, FactualPrompt, _new_run_dir, run_demo
+from mechscope.pipeline.sae_stage import SAEStageConfig
 from mechscope.report.demo_page import PNG_MAGIC, SCHEMA_VERSION, draw_lens_png, load_demo, render_demo
 
 EIFFEL = "The Eiffel Tower is located in the city of"
@@ -34,7 +35,8 @@ META_KEYS = ("kind", "schema_version", "mechscope_version", "created", "config",
 def demo_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     lines: list[str] = []
-    run_dir = run_demo(DemoConfig(out=out, localise_n=4), progress=lines.append)
+    small_sae = SAEStageConfig(train_tokens=4096, batch_size=1024, eval_contexts=2)
+    run_dir = run_demo(DemoConfig(out=out, localise_n=4, sae_config=small_sae), progress=lines.append)
     assert run_dir.parent == out and run_dir.name.startswith("demo-")
     assert lines, "run_demo reported no progress"
     return run_dir
@@ -94,6 +96,35 @@ def test_png_and_page(demo_run):
     page = (demo_run / "index.html").read_text()
     assert html.escape(EIFFEL) in page and '<img src="lens.png"' in page
     assert "smollm2-135m" in page and "Factual recall" in page and "resid_post 29" in page
+
+
+@pytest.mark.real
+def test_sae_stage_trains_saves_and_reports(demo_run, smollm):
+    from mechscope.dictionary.io import load_dictionary
+
+    sae = json.loads((demo_run / "sae.json").read_text())
+    assert sae["hook"] == "blocks.15.hook_resid_pre" and sae["d_sae"] == 8 * 576 and sae["k"] == 32
+    assert sae["train_tokens"] == 4096 and sae["steps"] == 4
+    m = sae["metrics"]
+    # TopK gives exactly k active latents per counted token; four steps already explain variance
+    assert m["l0"] == pytest.approx(32.0)
+    assert 0.0 < m["fvu"] < 0.95 and m["cosine_similarity"] > 0.3
+    assert m["ce_clean"] < m["ce_sae"] < m["ce_zero"], "splicing the SAE should cost less than zero ablation"
+    assert m["ce_recovered_zero"] == pytest.approx(
+        (m["ce_zero"] - m["ce_sae"]) / (m["ce_zero"] - m["ce_clean"]), rel=1e-6
+    )
+    d = load_dictionary(demo_run / sae["dictionary"])
+    assert d.config.hook_name == sae["hook"] and d.config.norm_scale == 1.0  # normalisation folded in
+    _, cache = smollm.run_with_cache("def f(x):\n    return x + 1\n", names=[sae["hook"]], stop_at_layer=15)
+    x = cache[sae["hook"]][0, 1:]  # [pos d_model], BOS left out as in training
+    with torch.no_grad():
+        fvu = ((x - d(x)) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
+    assert float(fvu) < 1.0, "the saved dictionary should reconstruct raw activations"
+    png = (demo_run / sae["density_png"]).read_bytes()
+    assert png.startswith(PNG_MAGIC)
+    page = (demo_run / "index.html").read_text()
+    assert "<h2>Dictionary</h2>" in page and f'<img src="{sae["density_png"]}"' in page
+    assert f"{m['fvu']:.4f}" in page
 
 
 @pytest.mark.real

@@ -77,7 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--quick",
         action="store_true",
-        help="skip the localisation stage (IOI and factual-recall patching, ~40 s)",
+        help="skip the localisation and dictionary stages (only factual recall and the logit lens)",
+    )
+    demo.add_argument(
+        "--no-sae",
+        action="store_true",
+        help="skip the dictionary stage (training and evaluating a TopK SAE, 2-4 minutes)",
     )
     demo.set_defaults(func=_cmd_demo)
 
@@ -212,7 +217,10 @@ def _progress(msg: str) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .pipeline.demo import DemoConfig, run_demo
 
-    config = DemoConfig(model=args.model, out=args.out, device=args.device, localise=not args.quick)
+    config = DemoConfig(
+        model=args.model, out=args.out, device=args.device, localise=not args.quick,
+        sae=not (args.quick or args.no_sae),
+    )  # fmt: skip
     run_dir = run_demo(config, progress=_progress)
     print(f"Wrote {run_dir} (open {run_dir / 'index.html'})")
     return 0

@@ -40,6 +40,7 @@ from ..interventions import logit_lens
 from ..models import DEFAULT_MODEL, HookedModel, load_model
 from ..models.zoo import BUILTIN
 from ..report.demo_page import SCHEMA_VERSION, draw_lens_png, render_demo
+from .sae_stage import SAEStageConfig
 
 __all__ = ["DEFAULT_PROMPTS", "DemoConfig", "FactualPrompt", "factual_table", "lens_record", "run_demo"]
 
@@ -91,6 +92,10 @@ class DemoConfig:
     """Also localise IOI and factual recall (patching, attribution) and add them to the page."""
     localise_n: int = 8
     """Prompts per task in the localisation stage."""
+    sae: bool = True
+    """Also train and evaluate a TopK SAE on the middle residual stream and add it to the page."""
+    sae_config: SAEStageConfig = dataclasses.field(default_factory=SAEStageConfig)
+    """The SAE stage's settings (layer, width, k, training tokens, evaluation contexts)."""
 
 
 def run_demo(config: DemoConfig | None = None, *, progress: Progress | None = None) -> Path:
@@ -120,6 +125,10 @@ def run_demo(config: DemoConfig | None = None, *, progress: Progress | None = No
         from .localise import localise
 
         localise(model, run_dir, n=config.localise_n, say=say)
+    if config.sae:
+        from .sae_stage import sae_stage
+
+        sae_stage(model, run_dir, config.sae_config, say)
     render_demo(run_dir)  # index.html last: its presence marks a complete run
     return run_dir
 

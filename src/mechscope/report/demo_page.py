@@ -182,6 +182,7 @@ def render_demo(run_dir: str | Path) -> Path:
             _factual_section(run.results["factual"]),
             _lens_section(run),
             _localisation_section(run.path),
+            _dictionary_section(run.path),
             _meta_section(run.meta),
         ]
     )
@@ -292,6 +293,43 @@ def _localisation_section(run_dir: Path) -> str:
         f"<p>Attribution patching of the heads correlates {c['correlation']:.3f} with exact patching "
         f"and took {c['atp_seconds']} s against {c['exact_seconds']} s.</p>\n"
         f"{figures}\n</section>"
+    )
+
+
+def _num(v: Any, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def _dictionary_section(run_dir: Path) -> str:
+    """The demo SAE's metrics and feature-density plot, from ``sae.json`` (absent when skipped)."""
+    path = run_dir / "sae.json"
+    if not path.exists():
+        return ""
+    sae = _read_json(path, ("hook", "d_sae", "k", "train_tokens", "metrics", "density_png"))
+    m = sae["metrics"]
+    rows = [
+        ("FVU (1 − explained variance)", _num(m.get("fvu"), ".4f")),
+        ("L0 (active latents per token)", _num(m.get("l0"), ".1f")),
+        ("cosine similarity of reconstructions", _num(m.get("cosine_similarity"), ".3f")),
+        ("dead latents (never fired on the eval set)", _num(m.get("dead_fraction"), ".1%")),
+        ("dense latents (fire on > 10% of tokens)", _num(m.get("dense_fraction"), ".1%")),
+        ("CE loss: clean / with SAE", f"{_num(m.get('ce_clean'), '.4f')} / {_num(m.get('ce_sae'), '.4f')}"),
+        ("CE loss recovered vs zero ablation", _num(m.get("ce_recovered_zero"), ".3f")),
+        ("CE loss recovered vs mean ablation", _num(m.get("ce_recovered_mean"), ".3f")),
+        ("delta LM loss (nats)", _num(m.get("delta_lm_loss"), "+.4f")),
+        ("KL(clean ‖ with SAE) per token (nats)", _num(m.get("kl_sae"), ".4f")),
+    ]
+    table = "\n".join(f'<tr><td>{_e(k)}</td><td class="num">{_e(v)}</td></tr>' for k, v in rows)
+    return (
+        "<section>\n<h2>Dictionary</h2>\n"
+        f"<p>A TopK SAE ({sae['d_sae']} latents, k = {sae['k']}) trained on {_e(sae['hook'])} over "
+        f"{sae['train_tokens']} tokens of the Python standard library corpus "
+        f"({_e(sae.get('train_seconds'))} s), evaluated on {_e(sae.get('eval_tokens'))} held-out tokens. "
+        f'Saved in <a href="{_e(sae.get("dictionary", ""))}">{_e(sae.get("dictionary", ""))}</a>.</p>\n'
+        f"<table>\n<thead><tr><th>metric</th><th>value</th></tr></thead>\n<tbody>\n{table}\n</tbody>\n</table>\n"
+        f'<figure><img src="{_e(sae["density_png"])}" alt="feature density histogram">'
+        "<figcaption>Feature density: latents per bin of log10 firing frequency on the eval set "
+        "(dead latents are not in any bin)</figcaption></figure>\n</section>"
     )
 
 
