@@ -244,8 +244,10 @@ def test_custom_mask_and_bos(model, tokens):
     mask[:, 3:7] = True
     r = evaluate_dictionary(model, sae, tokens, mask=mask, lm_metrics=False)
     assert r.n_tokens == 20 and r.n_lm_tokens == 0 and math.isnan(r.ce_sae)
+    sae.train()
     r_all = evaluate_dictionary(model, sae, tokens, exclude_bos=False, lm_metrics=False)
     assert r_all.n_tokens == tokens.numel()
+    assert sae.training  # the caller's module is left in the mode it was in
     with pytest.raises(MechscopeError, match="mask"):
         evaluate_dictionary(model, sae, tokens, mask=mask[:, :5])
 

@@ -23,7 +23,6 @@ import dataclasses
 import io
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,6 +337,12 @@ def _eval_batch(
     lm.update(tok, m[:, :-1], logp_clean, logp)
 
 
+def _tqdm(it: Any) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc="evaluating dictionary", unit="batch")
+
+
 def evaluate_dictionary(
     model: Any,
     d: Dictionary,
@@ -352,7 +357,7 @@ def evaluate_dictionary(
     lm_metrics: bool = True,
     dense_threshold: float = DENSE_THRESHOLD,
     n_bins: int = 40,
-    progress: bool | Callable[[str], None] = False,
+    progress: bool = False,
 ) -> EvalResult:
     """Evaluate ``d`` on ``model`` over ``source_or_tokens`` (see the module docstring).
 
@@ -372,21 +377,25 @@ def evaluate_dictionary(
                 model, d, tokens, exclude_bos=exclude_bos, exclude_special=exclude_special,
                 outlier_factor=outlier_factor, batch_size=batch_size,
             )  # fmt: skip
-    mask = mask.to(torch.bool).cpu()
-    if mask.shape != tokens.shape:
+    elif mask.shape != tokens.shape:
         raise MechscopeError(f"mask {tuple(mask.shape)} must have the tokens' shape {tuple(tokens.shape)}")
-    d.eval()
+    mask = mask.to(torch.bool).cpu()
     recon = ReconstructionStats(d.config.out_dim, d.config.d_sae)
     lm = LMStats(("sae", "zero", "mean")) if lm_metrics else None
-    starts = range(0, tokens.shape[0], batch_size)
-    with torch.no_grad():
-        out_mean = _output_mean(model, d, tokens, mask, batch_size) if lm_metrics else None
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="evaluating dictionary", unit="batch")
-        for i in starts:
-            _eval_batch(model, d, tokens[i : i + batch_size], mask[i : i + batch_size], out_mean, recon, lm)
+    starts: Any = range(0, tokens.shape[0], batch_size)
+    if progress:
+        starts = _tqdm(starts)
+    was_training = d.training
+    d.eval()  # restored below: the caller's module is left as it was
+    try:
+        with torch.no_grad():
+            out_mean = _output_mean(model, d, tokens, mask, batch_size) if lm_metrics else None
+            for i in starts:
+                _eval_batch(
+                    model, d, tokens[i : i + batch_size], mask[i : i + batch_size], out_mean, recon, lm
+                )
+    finally:
+        d.train(was_training)
     fields = reconstruction_result(recon, dense_threshold, n_bins)
     if lm is not None:
         fields.update(lm_result(lm))
