@@ -3,7 +3,8 @@
 Setup (the issue's): d_in = 768, d_sae = 12,288, k = 32, batch 4,096 tokens, fp32, CPU,
 ``torch.set_num_threads(2)``. A full step is forward, AuxK, backward, optimiser step,
 decoder normalisation and the dead-latent bookkeeping. Every candidate sees the same
-batches and the same fixed dead mask (``--dead-fraction`` of the latents, so AuxK runs).
+batches and the same fixed dead mask; two scenarios, 1% and 10% of the latents dead
+(``--dead-fractions``), so AuxK runs (with ``k_aux = min(d_in/2, n_dead)``).
 
 Candidates, timed in interleaved rounds (the order rotates each round), medians reported:
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -178,8 +180,8 @@ def _available(name: str) -> bool:
     return True
 
 
-def run(names: list[str], reps: int, warmup: int, dead_fraction: float) -> dict:
-    torch.set_num_threads(2)
+def run_scenario(names: list[str], reps: int, warmup: int, dead_fraction: float) -> dict:
+    """Interleaved timing of the candidates on one dead-latent fraction."""
     batches = _batches(2, seed=0)
     dead = _dead_mask(dead_fraction, seed=0)
     steps = {n: SETUPS[n](batches, dead) for n in names}
@@ -195,27 +197,13 @@ def run(names: list[str], reps: int, warmup: int, dead_fraction: float) -> dict:
             loss = steps[n](warmup + r)
             times[n].append(time.perf_counter() - t0)
             losses[n].append(loss)
-        print(f"round {r + 1}/{reps}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names), flush=True)
+        print(
+            f"dead {dead_fraction:.0%} round {r + 1}/{reps}: "
+            + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names),
+            flush=True,
+        )
+    del steps
     med = {n: statistics.median(times[n]) for n in names}
-    result: dict = {
-        "setup": {
-            "d_in": D_IN,
-            "d_sae": D_SAE,
-            "k": K,
-            "batch_tokens": BATCH,
-            "dtype": "float32",
-            "threads": torch.get_num_threads(),
-            "dead_fraction": dead_fraction,
-            "n_dead": int(dead.sum()),
-            "reps": reps,
-            "warmup": warmup,
-        },
-        "environment": _environment(),
-        "seconds": times,
-        "median_seconds": med,
-        "tokens_per_second": {n: BATCH / med[n] for n in names},
-        "losses": losses,
-    }
     ratios = {}
     if "mechscope" in med and "saelens" in med:
         ratios["mechscope_vs_saelens_tokens_per_s"] = med["saelens"] / med["mechscope"]
@@ -223,8 +211,37 @@ def run(names: list[str], reps: int, warmup: int, dead_fraction: float) -> dict:
         ratios["mechscope_vs_dense_tokens_per_s"] = med["dense"] / med["mechscope"]
     if "mechscope" in med and "matmul" in med:
         ratios["mechscope_step_over_encoder_matmul"] = med["mechscope"] / med["matmul"]
-    result["ratios"] = ratios
-    return result
+    return {
+        "dead_fraction": dead_fraction,
+        "n_dead": int(dead.sum()),
+        "k_aux": min(D_IN // 2, int(dead.sum())),
+        "seconds": times,
+        "median_seconds": med,
+        "tokens_per_second": {n: BATCH / med[n] for n in names},
+        "losses": losses,
+        "ratios": ratios,
+    }
+
+
+def run(names: list[str], reps: int, warmup: int, dead_fractions: list[float]) -> dict:
+    torch.set_num_threads(2)
+    load_before = os.getloadavg()
+    scenarios = {f"dead_{f:g}": run_scenario(names, reps, warmup, f) for f in dead_fractions}
+    return {
+        "setup": {
+            "d_in": D_IN,
+            "d_sae": D_SAE,
+            "k": K,
+            "batch_tokens": BATCH,
+            "dtype": "float32",
+            "threads": torch.get_num_threads(),
+            "reps": reps,
+            "warmup": warmup,
+            "lr": LR,
+        },
+        "environment": {**_environment(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "scenarios": scenarios,
+    }
 
 
 def _environment() -> dict:
@@ -280,7 +297,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--dead-fraction", type=float, default=0.1)
+    ap.add_argument("--dead-fractions", type=float, nargs="+", default=[0.01, 0.1])
     ap.add_argument("--only", nargs="*", default=list(SETUPS), help="subset of candidates")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sae_step.json")
     ap.add_argument("--no-write", action="store_true")
@@ -290,8 +307,9 @@ def main() -> None:
         profile(args.reps)
         return
     names = [n for n in args.only if _available(n)]
-    result = run(names, args.reps, args.warmup, args.dead_fraction)
-    print(json.dumps({k: result[k] for k in ("median_seconds", "tokens_per_second", "ratios")}, indent=2))
+    result = run(names, args.reps, args.warmup, args.dead_fractions)
+    for key, sc in result["scenarios"].items():
+        print(key, json.dumps({k: sc[k] for k in ("median_seconds", "ratios")}, indent=2))
     if not args.no_write:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

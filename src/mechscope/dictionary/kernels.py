@@ -34,10 +34,30 @@ dense paths.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run small bookkeeping ops (sort, bincount of ~1e5 ints) on one thread.
+
+    They take about a millisecond serially, but their parallel versions synchronise often
+    and, when the CPU is oversubscribed, can take 100x longer.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 class SparsePattern:
@@ -76,7 +96,8 @@ class SparsePattern:
     def _counts_to_crow(self, idx: torch.Tensor, size: int) -> torch.Tensor:
         crow = torch.zeros(size + 1, dtype=torch.int64, device=idx.device)
         if idx.numel():
-            crow[1:] = torch.bincount(idx, minlength=size).cumsum(0)
+            with _one_thread():
+                crow[1:] = torch.bincount(idx, minlength=size).cumsum(0)
         return crow
 
     @property
@@ -98,7 +119,8 @@ class SparsePattern:
     def transposed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(order, ccol, rows_t)``: entries sorted by column, CSR pointers of the transpose."""
         if self._t is None:
-            order = torch.argsort(self.cols, stable=True)
+            with _one_thread():
+                order = torch.argsort(self.cols, stable=True)
             self._t = (order, self._counts_to_crow(self.cols, self.n_cols), self.rows[order])
         return self._t
 
