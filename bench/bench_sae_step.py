@@ -260,11 +260,11 @@ def _environment() -> dict:
     return env
 
 
-def profile(reps: int) -> None:
+def profile(reps: int, dead_fraction: float) -> None:
     """Time the pieces of the mechscope step (forward, backward, optimiser, decoder upkeep)."""
     torch.set_num_threads(2)
     batches = _batches(2, seed=0)
-    dead = _dead_mask(0.1, seed=0)
+    dead = _dead_mask(dead_fraction, seed=0)
     torch.manual_seed(0)
     d = make_dictionary(DictionaryConfig("topk", d_in=D_IN, d_sae=D_SAE, k=K))
     opt = torch.optim.Adam([p for p in d.parameters() if p.requires_grad], lr=LR, fused=True)
@@ -289,8 +289,9 @@ def profile(reps: int) -> None:
         opt.zero_grad(set_to_none=True)
         d.after_step()
         tick("zero_grad+after_step", t)
+    print(f"dead fraction {dead_fraction}")
     for name, ts in parts.items():
-        print(f"{name:24s} {1000 * statistics.median(ts[1:]):8.1f} ms")
+        print(f"  {name:24s} {1000 * statistics.median(ts[1:]):8.1f} ms")
 
 
 def main() -> None:
@@ -304,7 +305,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     if args.profile:
-        profile(args.reps)
+        for f in args.dead_fractions:
+            profile(args.reps, f)
         return
     names = [n for n in args.only if _available(n)]
     result = run(names, args.reps, args.warmup, args.dead_fractions)
