@@ -199,6 +199,7 @@ class _SparseFamily(Dictionary):
             fired = torch.zeros(cfg.d_sae, dtype=torch.bool, device=x.device)
             fired[main.cols[positive]] = True
         losses.update(l0=positive.sum().float() / x.shape[0], fvu=e.pow(2).sum() / var)
+        losses["auxk"] = torch.zeros((), dtype=loss.dtype, device=loss.device)  # stable keys
         if e_hat is not None:
             denom = (e - e.mean(0)).pow(2).sum().clamp_min(torch.finfo(e.dtype).tiny)
             aux_loss = (e - e_hat).pow(2).sum() / denom
