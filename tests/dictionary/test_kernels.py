@@ -129,15 +129,16 @@ def test_batch_topk_pattern_equals_flat_topk() -> None:
     torch.testing.assert_close(vals, h[p.rows, p.cols])
 
 
-def _dense_topk_step(d, x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-    """Reference TopK + AuxK loss with dense tensors and plain autograd."""
+def _dense_topk_step(d, x: torch.Tensor, dead: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference TopK + AuxK loss with dense tensors and plain autograd (SAE or transcoder)."""
     cfg = d.config
-    h = (x - d.b_dec) @ d.W_enc + d.b_enc
+    y = x if y is None else y
+    h = ((x - d.b_dec) if cfg.apply_b_dec_to_input else x) @ d.W_enc + d.b_enc
     v, i = h.topk(cfg.k, dim=1)
     f = torch.zeros_like(h).scatter(1, i, v.relu())
-    y_hat = f @ d.W_dec + d.b_dec
-    mse = (x - y_hat).pow(2).sum() / x.shape[0]
-    e = (x - y_hat).detach()
+    y_hat = f @ d.W_dec + d.b_dec + (x @ d.W_skip if d.W_skip is not None else 0)
+    mse = (y - y_hat).pow(2).sum() / x.shape[0]
+    e = (y - y_hat).detach()
     k_aux = min(cfg.aux_k or cfg.d_in // 2, int(dead.sum()))
     va, ia = torch.where(dead, h, -torch.inf).topk(k_aux, dim=1)
     z = torch.zeros_like(h).scatter(1, ia, va.relu())
@@ -147,30 +148,38 @@ def _dense_topk_step(d, x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("aux_k", [6, 2], ids=["aux-dense-block", "aux-sparse"])
-def test_topk_training_step_gradients_equal_dense_reference(dtype: str, aux_k: int) -> None:
+@pytest.mark.parametrize("transcoder", [False, True], ids=["sae", "transcoder-skip"])
+def test_topk_training_step_gradients_equal_dense_reference(dtype: str, aux_k: int, transcoder: bool) -> None:
     """The whole TopK training forward (sparse encoder + decoder + AuxK) vs dense autograd.
 
     16 dead latents: with ``aux_k=6`` AuxK takes the dense dead-block path (16 <= 4 * 6),
-    with ``aux_k=2`` the sparse-pattern path.
+    with ``aux_k=2`` the sparse-pattern path. The transcoder case has d_out=7, no input
+    centring and a skip connection.
     """
     torch.manual_seed(0)
-    cfg = DictionaryConfig("topk", d_in=10, d_sae=48, k=4, dtype=dtype, aux_k=aux_k)
+    tc = {"d_out": 7, "hook_name_out": "out", "apply_b_dec_to_input": False, "skip_connection": True}
+    cfg = DictionaryConfig(
+        "topk", d_in=10, d_sae=48, k=4, dtype=dtype, aux_k=aux_k, **(tc if transcoder else {})
+    )
     d = make_dictionary(cfg)
     with torch.no_grad():
         d.b_dec.normal_()
         d.b_enc.normal_()
+        if d.W_skip is not None:
+            d.W_skip.normal_()
     x = torch.randn(33, 10, dtype=getattr(torch, dtype))
+    y = torch.randn(33, 7, dtype=getattr(torch, dtype)) if transcoder else None
     dead = torch.zeros(48, dtype=torch.bool)
     dead[::3] = True
-    out = d.training_forward(x, dead_mask=dead)
+    out = d.training_forward(x, y, dead_mask=dead)
     out.loss.backward()
     sparse_grads = {k: p.grad.clone() for k, p in d.named_parameters() if p.grad is not None}
     d.zero_grad(set_to_none=True)
-    ref = _dense_topk_step(d, x, dead)
+    ref = _dense_topk_step(d, x, dead, y)
     ref.backward()
     tol = TOL[getattr(torch, dtype)]
     torch.testing.assert_close(out.loss, ref, **tol)
-    assert set(sparse_grads) == {"W_enc", "b_enc", "W_dec", "b_dec"}
+    assert set(sparse_grads) == {"W_enc", "b_enc", "W_dec", "b_dec"} | ({"W_skip"} if transcoder else set())
     for name, grad in sparse_grads.items():
         ref_grad = dict(d.named_parameters())[name].grad
         assert ref_grad is not None
