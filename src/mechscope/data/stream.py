@@ -57,9 +57,13 @@ def _special(tokenizer: Any, bos: str) -> tuple[int | None, int | None]:
 
 
 def _token_chunks(
-    documents: Iterable[str], tokenizer: Any, bos: str, doc_batch: int = 32
+    documents: Iterable[str], tokenizer: Any, bos: str, doc_batch: int = 32, doc_chars: int = 1 << 16
 ) -> Iterator[list[int]]:
-    """The packed token stream, one document's tokens (with separators) at a time."""
+    """The packed token stream, one document's tokens (with separators) at a time.
+
+    Documents are tokenised in batches of up to ``doc_batch`` documents or ``doc_chars``
+    characters (whichever comes first), so little is tokenised ahead of what is used.
+    """
     bos_id, eos_id = _special(tokenizer, bos)
     lead: list[int] = [bos_id] if bos == "doc" and bos_id is not None else []
     tail: list[int] = [] if eos_id is None or (bos == "doc" and eos_id == bos_id) else [eos_id]
@@ -72,11 +76,14 @@ def _token_chunks(
             if x:
                 yield [*lead, *x, *tail]
 
+    chars = 0
     for doc in documents:
         if doc:
             pending.append(doc)
-        if len(pending) >= doc_batch:
+            chars += len(doc)
+        if len(pending) >= doc_batch or chars >= doc_chars:
             yield from flush()
+            chars = 0
     if pending:
         yield from flush()
 
