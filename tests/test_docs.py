@@ -40,3 +40,33 @@ def test_readme_gives_the_two_commands():
     text = (ROOT / "README.md").read_text()
     assert "make demo" in text and "make test" in text
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+SHELL_FENCE = re.compile(r"^```(?:sh|console|bash)\n(.*?)^```", re.S | re.M)
+
+
+def _cli_lines(page: Path) -> list[str]:
+    """Every ``mechscope ...`` command in the page's shell blocks, continuation lines joined."""
+    lines: list[str] = []
+    for block in SHELL_FENCE.findall(page.read_text()):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.strip().removeprefix("$ ")
+            if line.startswith("mechscope "):
+                lines.append(line.split("  #")[0].split(" # ")[0])
+    return lines
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if _cli_lines(p)], ids=lambda p: p.name)
+def test_documented_commands_parse(page):
+    """Each documented command line names real subcommands and options (parsed, not run)."""
+    import shlex
+
+    from mechscope.cli import _parser
+
+    parser = _parser()
+    for line in _cli_lines(page):
+        try:
+            parser.parse_args(shlex.split(line)[1:])
+        except SystemExit as e:
+            pytest.fail(f"{page.name}: {line!r} does not parse (exit {e.code})")
