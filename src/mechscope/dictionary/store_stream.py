@@ -142,7 +142,7 @@ class StreamingSource:
             for i in range(0, n_serve, local):
                 if served >= start:
                     idx = perm[i : i + local]
-                    yield {h: buf[h][idx].clone() for h in hooks}
+                    yield {h: buf[h][idx] for h in hooks}  # advanced indexing copies
                 served += 1
             keep = perm[n_serve:]
             for h in hooks:
