@@ -188,6 +188,8 @@ def test_token_stream_shards_are_disjoint_and_complete(tok):
     assert torch.equal(next(iter(stream)), whole[0])
     with pytest.raises(MechscopeError, match="outside"):
         stream.shard(2, 2)
+    with pytest.raises(MechscopeError, match="re-iterable documents"):
+        TokenStream((d for d in DOCS), tok, ctx_len=4)
 
 
 def test_token_stream_uses_the_model_tokenizer(tmp_path):

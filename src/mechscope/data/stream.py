@@ -130,6 +130,11 @@ class TokenStream:
     """Number of shards."""
 
     def __post_init__(self) -> None:
+        if iter(self.documents) is self.documents:  # type: ignore[comparison-overlap]
+            raise MechscopeError(
+                "a TokenStream needs re-iterable documents (a list, or a reader such as stdlib_documents()), "
+                "not a one-shot iterator or generator: every pass and every shard reads them from the start"
+            )
         object.__setattr__(self, "tokenizer", _tokenizer_of(self.tokenizer))
         _special(self.tokenizer, self.bos)
         if not 0 <= self.rank < self.world:
