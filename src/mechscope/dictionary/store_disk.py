@@ -156,8 +156,8 @@ class DiskStore:
 
     @property
     def n_tokens(self) -> int:
-        """Rows per hook (tokens kept after masking)."""
-        return int(self.manifest["n_tokens"])
+        """Rows per hook (tokens kept after masking), summed over the manifest's shard list."""
+        return sum(int(s["n_tokens"]) for s in self.manifest["shards"])
 
     @property
     def n_shards(self) -> int:
