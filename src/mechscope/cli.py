@@ -183,10 +183,15 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _cmd_harvest(args: argparse.Namespace) -> int:
+    import os
+
     from .pipeline.harvest import run_harvest
 
     store = run_harvest(_config(args), progress=_progress)
-    print(f"Wrote {store.root}: {store.n_tokens} rows of {', '.join(store.hooks)} in {store.n_shards} shards")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line from rank 0
+        print(
+            f"Wrote {store.root}: {store.n_tokens} rows of {', '.join(store.hooks)} in {store.n_shards} shards"
+        )
     return 0
 
 
