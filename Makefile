@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.mechscope-bench-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 CONSTRAINTS := -c requirements/constraints.txt
 
-.PHONY: all install demo test test-fast lint bench clean
+.PHONY: all install demo test test-fast lint bench bench-saelens clean
 
 all: test
 
@@ -43,6 +43,13 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_hooks.py
 	$(BIN)/python bench/bench_patching.py
+	$(BIN)/python bench/bench_harvest.py
+
+# SAELens pins clash with TransformerLens 3.9, so its benchmarks get their own venv.
+bench-saelens:
+	bench/setup_saelens.sh
+	bench/.venv-saelens/bin/python bench/bench_sae_step.py --reps 5
+	bench/.venv-saelens/bin/python bench/saelens_compat.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
