@@ -105,6 +105,7 @@ def test_sae_stage_trains_saves_and_reports(demo_run, smollm):
     sae = json.loads((demo_run / "sae.json").read_text())
     assert sae["hook"] == "blocks.15.hook_resid_pre" and sae["d_sae"] == 8 * 576 and sae["k"] == 32
     assert sae["train_tokens"] == 4096 and sae["steps"] == 4
+    assert not (demo_run / "sae" / "checkpoints").exists(), "the demo keeps no training checkpoints"
     m = sae["metrics"]
     # TopK gives exactly k active latents per counted token; four steps already explain variance
     assert m["l0"] == pytest.approx(32.0)

@@ -8,13 +8,14 @@
    normalisation folded into the saved weights, geometric-median ``b_dec``.
 3. Evaluate it on held-out contexts (those after the training ones): FVU, L0, dead/dense
    fractions, cosine, CE loss recovered against zero and mean ablation, delta LM loss, KL.
-4. Write ``sae/`` (the saved dictionary, ``metrics.jsonl``, ``train.json``),
+4. Write ``sae/`` (the saved dictionary, ``metrics.jsonl``, ``train.json``; no checkpoints),
    ``sae/density.png`` and ``sae.json`` (the summary the report reads).
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ def sae_stage(
     tcfg = TrainConfig(
         lr=config.lr, lr_warmup_steps=min(10, steps // 5), batch_size=config.batch_size,
         total_tokens=config.train_tokens, seed=config.seed, output_dir=run_dir / "sae",
-        checkpoint_every=max(1, steps // 2), log_every=max(1, steps // 20), progress=False,
+        checkpoint_every=0, keep_checkpoints=1, log_every=max(1, steps // 20), progress=False,
         dead_window_tokens=config.train_tokens // 2,
     )  # fmt: skip
     say(f"training a TopK SAE ({dcfg.d_sae} latents, k={config.k}) on {hook}: {config.train_tokens} tokens")
@@ -84,6 +85,9 @@ def sae_stage(
     result = train(dcfg, source, tcfg, names=["topk"])
     train_s = time.perf_counter() - t0
     d = result.dictionaries["topk"]
+    # The stage is short and streams its activations (not resumable bit-exactly), so the
+    # trainer's final checkpoint (weights plus Adam moments, ~6x the dictionary) is dropped.
+    shutil.rmtree(run_dir / "sae" / "checkpoints", ignore_errors=True)
     say(f"trained in {train_s:.0f} s; evaluating on {config.eval_contexts} held-out contexts")
     tokens = stream.take(config.eval_contexts, start=train_ctx + 1)
     t0 = time.perf_counter()
