@@ -97,7 +97,7 @@ def attribution_patching(
         method="attribution_patching",
         sweep=kind,
         metric=m.name,
-        clean=float(clean_v.mean()),
+        clean=float(clean_v.detach().mean()),
         corrupted=float(corrupted.detach().mean()),
         direction=direction,
         per_example=values.reshape(*shape, data.n).cpu(),
