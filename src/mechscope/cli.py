@@ -201,7 +201,8 @@ def _cmd_train_sae(args: argparse.Namespace) -> int:
     result = run_train_sae(_config(args), progress=_progress)
     for name, path in result.paths.items():
         metrics = result.metrics.get(name, {})
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+        keys = ("loss", "fvu", "l0", "dead_fraction")  # the last logged step's headline numbers
+        shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if isinstance(metrics.get(k), float))
         print(f"Wrote {path} ({result.steps} steps, {result.tokens} tokens{'; ' + shown if shown else ''})")
     return 0
 
