@@ -324,7 +324,8 @@ def _dictionary_section(run_dir: Path) -> str:
         "<section>\n<h2>Dictionary</h2>\n"
         f"<p>A TopK SAE ({sae['d_sae']} latents, k = {sae['k']}) trained on {_e(sae['hook'])} over "
         f"{sae['train_tokens']} tokens of the Python standard library corpus "
-        f"({_e(sae.get('train_seconds'))} s), evaluated on {_e(sae.get('eval_tokens'))} held-out tokens. "
+        f"({_e(sae.get('train_seconds'))} s), evaluated on {_e(sae.get('eval_tokens'))} held-out tokens "
+        f"({_e(m.get('n_tokens'))} counted: BOS excluded). "
         f'Saved in <a href="{_e(sae.get("dictionary", ""))}">{_e(sae.get("dictionary", ""))}</a>.</p>\n'
         f"<table>\n<thead><tr><th>metric</th><th>value</th></tr></thead>\n<tbody>\n{table}\n</tbody>\n</table>\n"
         f'<figure><img src="{_e(sae["density_png"])}" alt="feature density histogram">'
