@@ -101,7 +101,9 @@ class HookedModel:
         mlp_in = get_path(
             get_path(self.hf_model, self.adapter.layers)[0], self.adapter.mlp + "." + self.adapter.mlp_in
         )
-        d_mlp = getattr(mlp_in, "out_features", None) or mlp_in.nf  # nn.Linear or GPT-2 Conv1D
+        d_mlp = getattr(mlp_in, "out_features", None)  # nn.Linear (0 in attention-only toys)
+        if d_mlp is None:
+            d_mlp = mlp_in.nf  # GPT-2 Conv1D
         return ModelConfig(
             name=name or getattr(c, "_name_or_path", "") or type(self.hf_model).__name__,
             family=self.adapter.family,

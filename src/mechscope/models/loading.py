@@ -9,11 +9,13 @@ a cache entry that is partial or corrupt is detected, named, and rebuilt.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,8 @@ def load_model(
     strict: bool = True,
     attn_implementation: str | None = None,
 ) -> HookedModel:
-    """Load a model and wrap it: a built-in name, a ``.gguf`` file, a local directory or a hub id.
+    """Load a model and wrap it: a built-in name, ``"toy/<name>"`` (mechscope's toy models), a
+    ``.gguf`` file, a local directory or a hub id.
 
     The model is in eval mode with frozen parameters (activation gradients still flow when
     asked for). ``device`` defaults to CUDA when available, else CPU; ``dtype`` to float32.
@@ -61,7 +64,10 @@ def load_model(
 
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
-    if name in BUILTIN:
+    prefix = next((p for p in PLUGINS if name.startswith(p)), None)
+    if prefix is not None:
+        model_dir = _plugin_source(prefix)(name[len(prefix) :])
+    elif name in BUILTIN:
         model_dir = ensure_builtin(name)
     elif path.is_file() and path.suffix == ".gguf":
         model_dir = ensure_converted_gguf(path)
@@ -73,6 +79,8 @@ def load_model(
         raise ModelLoadError(f"no such file or directory: {name}")
     else:
         model_dir = None
+    if model_dir is not None:
+        _load_plugin_for_model_type(model_dir)
     hf_model, tokenizer = _from_pretrained(model_dir or name, revision, dtype, attn_implementation)
     device = torch.device(device) if device is not None else _default_device()
     hf_model.to(device).eval()
@@ -80,6 +88,38 @@ def load_model(
     # still flow when asked for (backward hooks, run_with_cache(grad=True)).
     hf_model.requires_grad_(False)
     return HookedModel(hf_model, tokenizer, name=name, strict=strict)
+
+
+# Packages that extend ``load_model`` with a name prefix (``"toy/<name>"``) or a config
+# ``model_type`` of their own. ``models`` never imports them by module path: the first use of a
+# prefix or model type imports the package by name, and the package registers its resolver with
+# :func:`register_source` (and its model classes with transformers' Auto classes) on import.
+PLUGINS: dict[str, str] = {"toy/": "mechscope.toys.registry"}
+PLUGIN_MODEL_TYPES: dict[str, str] = {"mechscope_toy": "mechscope.toys.transformer"}
+_SOURCES: dict[str, Callable[[str], Path]] = {}
+
+
+def register_source(prefix: str, resolve: Callable[[str], Path]) -> None:
+    """Serve ``load_model(prefix + name)`` from the model directory ``resolve(name)`` returns."""
+    _SOURCES[prefix] = resolve
+
+
+def _plugin_source(prefix: str) -> Callable[[str], Path]:
+    if prefix not in _SOURCES:
+        importlib.import_module(PLUGINS[prefix])
+    if prefix not in _SOURCES:
+        raise ModelLoadError(f"{PLUGINS[prefix]} did not register a source for {prefix!r} names")
+    return _SOURCES[prefix]
+
+
+def _load_plugin_for_model_type(model_dir: Path) -> None:
+    """Import the package that defines a local model's ``model_type``, if mechscope ships it."""
+    try:
+        model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return
+    if model_type in PLUGIN_MODEL_TYPES:
+        importlib.import_module(PLUGIN_MODEL_TYPES[model_type])
 
 
 def _looks_like_hub_id(name: str) -> bool:

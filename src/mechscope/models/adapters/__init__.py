@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import UnsupportedArchitectureError
-from . import gemma2, gemma3, gpt2, gpt_neox, llama, mistral, qwen2
+from . import gemma2, gemma3, gpt2, gpt_neox, llama, mistral, qwen2, toy
 from .base import Adapter, get_path, has_path
 
 ADAPTERS: tuple[Adapter, ...] = (
@@ -16,6 +16,7 @@ ADAPTERS: tuple[Adapter, ...] = (
     qwen2.ADAPTER,
     gemma2.ADAPTER,
     gemma3.ADAPTER,
+    toy.ADAPTER,
 )
 
 _BY_TYPE: dict[str, Adapter] = {t: a for a in ADAPTERS for t in a.model_types}
