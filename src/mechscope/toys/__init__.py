@@ -38,19 +38,24 @@ __all__ = [
 ]
 
 # The toy transformer, its trainer and the "toy/<name>" names of load_model (importing the
-# registry registers that source with mechscope.models.loading).
+# registry registers that source with mechscope.models.loading; importing induction registers
+# the toy "induction").
+from .induction import InductionRecipe, InductionReport, analyze_induction, train_induction
 from .registry import TOYS, ToyEntry, register_toy, save_toy, toy_dir
 from .train import TrainConfig, TrainResult, next_token_loss, plot_losses, step_generator, train
 from .transformer import ToyConfig, ToyForCausalLM, TransformerSpec, build
 
 __all__ += [
     "TOYS",
+    "InductionRecipe",
+    "InductionReport",
     "ToyConfig",
     "ToyEntry",
     "ToyForCausalLM",
     "TrainConfig",
     "TrainResult",
     "TransformerSpec",
+    "analyze_induction",
     "build",
     "next_token_loss",
     "plot_losses",
@@ -59,4 +64,5 @@ __all__ += [
     "step_generator",
     "toy_dir",
     "train",
+    "train_induction",
 ]
