@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -125,3 +127,15 @@ def test_training_smoke_a_few_steps():
     model, losses, seconds = train_induction(recipe, progress=False)
     assert len(losses) == 5 and all(torch.isfinite(torch.tensor(losses)))
     assert not model.training and seconds > 0
+
+
+def test_report_page_is_written(trained, tmp_path):
+    from mechscope.toys.induction_plots import write_induction_report
+
+    page = write_induction_report(trained, tmp_path)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"index.html", "metrics.json", "scores.png", "attention.png", "loss.png"} <= names
+    text = page.read_text()
+    assert "Induction heads" in text and all(f'src="{n}"' in text for n in ("scores.png", "attention.png"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["report"]["induction_head"] == [1, 0]
