@@ -139,3 +139,9 @@ def test_report_page_is_written(trained, tmp_path):
     assert "Induction heads" in text and all(f'src="{n}"' in text for n in ("scores.png", "attention.png"))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["report"]["induction_head"] == [1, 0]
+
+
+def test_the_trained_model_continues_a_repeated_block_by_generation(trained):
+    block = torch.randint(0, RECIPE.d_vocab, (1, 20), generator=torch.Generator().manual_seed(7))
+    out = trained.generate(torch.cat([block, block[:, :3]], 1), max_new_tokens=10, stop_at_eos=False)
+    assert torch.equal(out[0, 23:], block[0, 3:13])

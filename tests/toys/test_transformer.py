@@ -15,6 +15,7 @@ from contracts import (
     check_attention,
     check_component_reconstructions,
     check_every_hook_fires,
+    check_generate,
     check_logits_match_hf,
     check_residual_identities,
     check_writes,
@@ -240,3 +241,15 @@ def test_padded_batch_matches_single_prompts(attn):
     for batch, rows in ((right, slice(0, 3)), (left, slice(2, 5))):
         torch.testing.assert_close(batch[0, rows], alone[0][0], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(batch[1], alone[1][0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["attn-only-noln", "mlp-ln-gelu"])
+def test_generate_recomputes_without_a_cache(variant):
+    """Greedy generate = HF generate = an argmax loop, with and without hooks; batched = one by one."""
+    model = wrap(build(SPECS[variant], seed=1).eval())
+    check_generate(model, _toks(pos=6))
+    single = [
+        model.generate(torch.tensor([p]), max_new_tokens=4, stop_at_eos=False)[0] for p in ([5, 6], [7, 8, 9])
+    ]
+    both = model.generate([[5, 6], [7, 8, 9]], max_new_tokens=4, stop_at_eos=False)  # left-padded
+    assert torch.equal(both[0, 1:], single[0]) and torch.equal(both[1], single[1])

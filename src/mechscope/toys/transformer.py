@@ -91,8 +91,12 @@ class ToyConfig(PretrainedConfig):
         # The names HookedModel and transformers read.
         self.vocab_size, self.hidden_size, self.num_hidden_layers = d_vocab, d_model, n_layers
         self.num_attention_heads, self.head_dim, self.max_position_embeddings = n_heads, self.d_head, n_ctx
-        for special in ("pad_token_id", "bos_token_id", "eos_token_id"):  # no tokenizer: none by default
-            setattr(self, special, kwargs.pop(special, None))
+        # No tokenizer: no BOS/EOS. The pad id only fills finished rows in generate (none finish
+        # without an EOS) and is masked out of attention.
+        pad = kwargs.pop("pad_token_id", None)
+        self.pad_token_id = 0 if pad is None else pad
+        self.bos_token_id = kwargs.pop("bos_token_id", None)
+        self.eos_token_id = kwargs.pop("eos_token_id", None)
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
 
@@ -253,7 +257,8 @@ class ToyModel(ToyPreTrainedModel):
 
 
 class ToyForCausalLM(ToyPreTrainedModel, GenerationMixin):
-    """The toy transformer with its unembedding (``lm_head``). No KV cache: each step recomputes."""
+    """The toy transformer with its unembedding (``lm_head``). No KV cache: each generation step
+    recomputes the whole sequence."""
 
     def __init__(self, config: ToyConfig) -> None:
         super().__init__(config)
@@ -276,6 +281,14 @@ class ToyForCausalLM(ToyPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
         return CausalLMOutput(loss=loss, logits=logits)
+
+    def prepare_inputs_for_generation(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, **_: Any
+    ) -> dict[str, Any]:
+        """Without a KV cache, every generation step runs the whole sequence so far (left padding:
+        positions count real tokens only)."""
+        positions = None if attention_mask is None else (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": positions}
 
 
 def build(spec: TransformerSpec, *, seed: int = 0) -> ToyForCausalLM:
