@@ -70,3 +70,10 @@ class ModelLoadError(MechscopeError):
 
 class ArtifactError(MechscopeError):
     """An artifact directory or cache entry is missing, partial or corrupt."""
+
+
+class CheckpointError(ArtifactError):
+    """A training checkpoint is missing, partial, corrupt, or does not match the run resuming it.
+
+    One class for every trainer (dictionaries, toy models), so one ``except`` catches both.
+    """

@@ -32,15 +32,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .._fs import atomic_dir
-from ..errors import ArtifactError
+from ..errors import CheckpointError
 from .base import DictionaryConfig
 
 FORMAT_VERSION = 1
 """Version of the checkpoint layout (``state.json["format"]``)."""
-
-
-class CheckpointError(ArtifactError):
-    """A training checkpoint is missing, partial, corrupt, or does not match the run."""
 
 
 @dataclass

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .._fs import atomic_dir, atomic_write_bytes, atomic_write_json
-from ..errors import ArtifactError, MechscopeError
+from ..errors import CheckpointError, MechscopeError
 
 BatchFn = Callable[[int], tuple[Tensor, Tensor | None]]
 """``batches(step)``: tokens ``[batch, pos]`` and a loss mask ``[batch, pos - 1]`` (or None: every position)."""
@@ -68,10 +68,6 @@ class TrainResult:
     """Wall time of this call."""
     resumed_from: int = 0
     """Step this call started from (0 for a fresh run)."""
-
-
-class CheckpointError(ArtifactError):
-    """A training checkpoint cannot be resumed (it was written by another configuration)."""
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
