@@ -33,6 +33,12 @@ from ..errors import CheckpointError, MechscopeError
 BatchFn = Callable[[int], tuple[Tensor, Tensor | None]]
 """``batches(step)``: tokens ``[batch, pos]`` and a loss mask ``[batch, pos - 1]`` (or None: every position)."""
 
+LossFn = Callable[[nn.Module, Tensor, Tensor | None], Tensor]
+"""``loss_fn(model, tokens, mask) -> scalar``: a training objective other than next-token loss."""
+
+EvalFn = Callable[[nn.Module], dict[str, Any]]
+"""``evaluate(model) -> metrics``: run under ``torch.no_grad`` every ``eval_every`` steps."""
+
 _SCHEMA = 1
 
 
@@ -54,6 +60,8 @@ class TrainConfig:
     """Clip the global gradient norm to this value (None: no clipping)."""
     checkpoint_every: int = 0
     """Write a checkpoint every this many steps (0: only at the end); needs an output directory."""
+    eval_every: int = 0
+    """Call ``evaluate`` after every this many steps and at the last (0: never)."""
     progress: bool = True
     """Show a tqdm progress bar."""
 
@@ -68,6 +76,8 @@ class TrainResult:
     """Wall time of this call."""
     resumed_from: int = 0
     """Step this call started from (0 for a fresh run)."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """``{"step": s, **evaluate(model)}`` at every evaluation since step 0 (kept in checkpoints)."""
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -85,17 +95,32 @@ def next_token_loss(
     return losses.mean() if mask is None else losses[mask].mean()
 
 
+def _default_loss(model: nn.Module, tokens: Tensor, mask: Tensor | None) -> Tensor:
+    return next_token_loss(model(input_ids=tokens).logits, tokens, mask)
+
+
 def train(
-    model: nn.Module, batches: BatchFn, cfg: TrainConfig, out: str | os.PathLike[str] | None = None
+    model: nn.Module,
+    batches: BatchFn,
+    cfg: TrainConfig,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    loss_fn: LossFn | None = None,
+    evaluate: EvalFn | None = None,
 ) -> TrainResult:
-    """Train ``model`` (a ``ToyForCausalLM``) in place; resume from the newest checkpoint in ``out``."""
+    """Train ``model`` (a ``ToyForCausalLM``) in place; resume from the newest checkpoint in ``out``.
+
+    ``loss_fn`` replaces the next-token objective; ``evaluate`` is logged into
+    ``TrainResult.history`` every ``cfg.eval_every`` steps.
+    """
     out_dir = Path(out) if out is not None else None
+    loss_fn = loss_fn or _default_loss
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     result = TrainResult()
     latest = latest_checkpoint(out_dir) if out_dir is not None else None
     if latest is not None:
-        result.resumed_from, result.losses = _load_checkpoint(latest, model, opt, cfg)
+        result.resumed_from, result.losses, result.history = _load_checkpoint(latest, model, opt, cfg)
     t0 = time.perf_counter()
     model.train()
     bar = tqdm(range(result.resumed_from, cfg.steps), disable=not cfg.progress, desc="train", unit="step")
@@ -103,7 +128,9 @@ def train(
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
         tokens, mask = batches(step)
-        loss = next_token_loss(model(input_ids=tokens).logits, tokens, mask)
+        loss = loss_fn(model, tokens, mask)
+        if not torch.isfinite(loss):
+            raise MechscopeError(f"training loss is {loss.item()} at step {step}; lower the learning rate")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:
@@ -112,10 +139,15 @@ def train(
         result.losses.append(loss.item())
         bar.set_postfix(loss=f"{result.losses[-1]:.4f}", refresh=False)
         done = step + 1
+        if evaluate is not None and cfg.eval_every and (done == cfg.steps or done % cfg.eval_every == 0):
+            model.eval()
+            with torch.no_grad():
+                result.history.append({"step": done, **evaluate(model)})
+            model.train()
         if out_dir is not None and (
             done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
         ):
-            _save_checkpoint(out_dir, done, model, opt, cfg, result.losses)
+            _save_checkpoint(out_dir, done, model, opt, cfg, result.losses, result.history)
     model.eval()
     result.seconds = time.perf_counter() - t0
     return result
@@ -132,7 +164,7 @@ def save_model_dir(model: Any, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     staged = path.with_name(f".{path.name}.staged-{uuid.uuid4().hex[:8]}")
     with atomic_dir(staged) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        write_model(model, tmp)
     old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
     if path.exists():
         os.replace(path, old)
@@ -141,22 +173,37 @@ def save_model_dir(model: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def write_model(model: Any, path: Path) -> None:
+    """``config.json`` + ``model.safetensors`` into the (fresh) directory ``path``: what
+    ``from_pretrained`` reads, without ``save_pretrained``'s progress bar."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(path)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+
+
 def _comparable(cfg: TrainConfig) -> dict[str, Any]:
     """The config fields that must match for a resume to be exact."""
     d = asdict(cfg)
-    for k in ("steps", "checkpoint_every", "progress"):
+    for k in ("steps", "checkpoint_every", "progress", "eval_every"):
         d.pop(k)
     d["betas"] = list(d["betas"])
     return d
 
 
 def _save_checkpoint(
-    out: Path, step: int, model: Any, opt: torch.optim.Optimizer, cfg: TrainConfig, losses: list[float]
+    out: Path,
+    step: int,
+    model: Any,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    losses: list[float],
+    history: list[dict[str, Any]],
 ) -> None:
     state = opt.state_dict()
     tensors = {f"{i}.{k}": v.contiguous() for i, s in state["state"].items() for k, v in s.items()}
     with atomic_dir(out / f"checkpoint-{step:08d}") as tmp:
-        model.save_pretrained(tmp / "model", safe_serialization=True)
+        write_model(model, tmp / "model")
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         atomic_write_json(
             tmp / "trainer_state.json",
@@ -166,6 +213,7 @@ def _save_checkpoint(
                 "train_config": _comparable(cfg),
                 "param_groups": state["param_groups"],
                 "losses": losses,
+                "history": history,
             },
         )
     for older in out.glob("checkpoint-*"):
@@ -175,7 +223,7 @@ def _save_checkpoint(
 
 def _load_checkpoint(
     ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig
-) -> tuple[int, list[float]]:
+) -> tuple[int, list[float], list[dict[str, Any]]]:
     try:
         meta = json.loads((ckpt / "trainer_state.json").read_text())
         weights = load_file(str(ckpt / "model" / "model.safetensors"))
@@ -197,7 +245,7 @@ def _load_checkpoint(
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     if meta["step"] > cfg.steps:
         raise MechscopeError(f"checkpoint {ckpt} is at step {meta['step']}, past steps={cfg.steps}")
-    return int(meta["step"]), list(meta["losses"])
+    return int(meta["step"]), list(meta["losses"]), list(meta.get("history", []))
 
 
 def plot_losses(losses: list[float], path: str | os.PathLike[str], title: str = "training loss") -> Path:
