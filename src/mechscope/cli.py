@@ -5,6 +5,7 @@
     mechscope harvest --hooks H [...]           harvest activations into a sharded disk store
     mechscope train-sae --hook H [...]          train an SAE or transcoder (streamed or from a store)
     mechscope eval-sae --dictionary DIR [...]   evaluate a dictionary (reconstruction, sparsity, CE/KL)
+    mechscope toy list | train NAME | analyze NAME --out DIR   the fully understood toy models
     mechscope models                            list the built-in models
     mechscope hooks MODEL                       list a model's hook points with their shapes
     mechscope --version
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_patch(sub)
     _add_dictionary_commands(sub)
+    _add_toy(sub)
 
     models = sub.add_parser("models", help="list the built-in models")
     models.set_defaults(func=_cmd_models)
@@ -213,6 +215,66 @@ def _cmd_eval_sae(args: argparse.Namespace) -> int:
     out, result = run_eval_sae(_config(args), progress=_progress)
     print(result.summary())
     print(f"Wrote {out} (metrics.json, density.png)")
+    return 0
+
+
+def _add_toy(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    toy = sub.add_parser("toy", help="toy models that are fully understood: list, train, analyze")
+    toy_sub = toy.add_subparsers(title="toy commands", metavar="ACTION")
+    toy_sub.add_parser("list", help="list the toys and where each model comes from").set_defaults(
+        func=_cmd_toy_list
+    )
+    train = toy_sub.add_parser("train", help="train a toy with its default recipe and save it")
+    train.add_argument("name", help="a toy from `mechscope toy list`")
+    train.add_argument("--out", type=Path, default=None, help="base directory (default: the user cache)")
+    train.set_defaults(func=_cmd_toy_train)
+    analyze = toy_sub.add_parser("analyze", help="analyse a toy: plots, metrics.json and index.html")
+    analyze.add_argument("name", help="a toy from `mechscope toy list`")
+    analyze.add_argument("--out", type=Path, required=True, help="directory to write into")
+    analyze.set_defaults(func=_cmd_toy_analyze)
+
+    def usage(args: argparse.Namespace) -> int:
+        toy.print_help(sys.stderr)
+        return EXIT_ERROR
+
+    toy.set_defaults(func=usage)
+
+
+def _toy_entry(name: str) -> Any:
+    from .toys import TOYS
+
+    if name not in TOYS:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, list(TOYS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise MechscopeError(f"no toy {name!r}{hint} Known: {', '.join(TOYS)}")
+    return TOYS[name]
+
+
+def _cmd_toy_list(args: argparse.Namespace) -> int:
+    from .toys import TOYS
+    from .toys.catalog import status
+
+    width = max(len(n) for n in TOYS)
+    for name, entry in TOYS.items():
+        print(f"{name:<{width}}  [{status(name)}]  {entry.description}")
+    return 0
+
+
+def _cmd_toy_train(args: argparse.Namespace) -> int:
+    entry = _toy_entry(args.name)
+    if entry.train is None:
+        raise MechscopeError(f"toy {args.name!r} is compiled (hand-set weights), not trained")
+    where = entry.train(args.out)
+    print(f"Saved {args.name} to {where}")
+    return 0
+
+
+def _cmd_toy_analyze(args: argparse.Namespace) -> int:
+    entry = _toy_entry(args.name)
+    page = entry.analyze(args.out)
+    print(f"Wrote {args.out} (open {page})")
     return 0
 
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .._fs import atomic_write_json
 from ..models import HookedModel
-from .registry import ToyEntry, register_toy, save_toy, user_dir
+from .registry import save_toy, user_dir
 from .train import TrainConfig, next_token_loss, plot_losses, step_generator, train
 from .transformer import TransformerSpec, build
 
@@ -251,21 +251,13 @@ def analyze_induction(
     )
 
 
-def _train_and_save(base: str | os.PathLike[str] | None = None) -> Path:
+def train_and_save(base: str | os.PathLike[str] | None = None) -> Path:
     """``TOYS["induction"].train()``: train with the default recipe and save (default: user cache)."""
     recipe = InductionRecipe()
     t0 = time.perf_counter()
     model, losses, _ = train_induction(recipe)
     return save_induction(model, losses, time.perf_counter() - t0, recipe, Path(base) if base else user_dir())
 
-
-register_toy(
-    ToyEntry(
-        name="induction",
-        description="2-layer attention-only transformer on repeated random tokens: induction heads",
-        train=_train_and_save,
-    )
-)
 
 __all__ = [
     "InductionRecipe",
@@ -278,5 +270,6 @@ __all__ = [
     "repeated_sequences",
     "save_induction",
     "split_losses",
+    "train_and_save",
     "train_induction",
 ]

@@ -32,7 +32,14 @@ class ToyEntry:
     description: str
     """One line: what the model is trained on and what it shows."""
     train: Callable[..., Any] | None = None
-    """Trains the model and saves it under its name (None: only a committed checkpoint)."""
+    """``train(base=None) -> Path``: train with the default recipe and save (None: not trainable)."""
+    analyze: Callable[..., Any] | None = None
+    """``analyze(out) -> Path``: write the analysis plots and ``index.html`` into ``out``."""
+    build: Callable[..., Any] | None = None
+    """``build(base) -> Path``: write the model directory under ``base`` without training (compiled
+    toys); called by :func:`toy_dir`, it may return at once when the directory is current."""
+    transformer: bool = True
+    """Whether ``load_model("toy/<name>")`` gives a transformer (False: e.g. the TMS autoencoder)."""
 
 
 TOYS: dict[str, ToyEntry] = {}
@@ -54,12 +61,17 @@ def toy_dir(name: str) -> Path:
     """The model directory of toy ``name``; :class:`ModelLoadError` when it has none yet."""
     if not name or "/" in name or name.startswith("."):
         raise ModelLoadError(f"invalid toy name {name!r}")
+    entry = TOYS.get(name)
+    if entry is not None and not entry.transformer:
+        raise ModelLoadError(f"toy {name!r} is not a transformer: use its own API ({entry.description})")
+    if entry is not None and entry.build is not None:
+        return Path(entry.build(user_dir()))
     for base in (PACKAGED, user_dir()):
         if (base / name / "config.json").is_file():
             return base / name
     known = ", ".join(sorted(TOYS)) or "none registered"
     hint = (
-        f"train it first: mechscope.toys.TOYS[{name!r}].train()"
+        f"train it first: `mechscope toy train {name}` or mechscope.toys.TOYS[{name!r}].train()"
         if name in TOYS and TOYS[name].train
         else f"known toys: {known}; or save one with mechscope.toys.save_toy(model, {name!r})"
     )
