@@ -7,7 +7,7 @@ exit, even on error (see ``models/runtime.py``). A plain call runs HF's own forw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +19,7 @@ from ..errors import MechscopeError, UnsupportedArchitectureError
 from .adapters import SUPPORTED_MODEL_TYPES, adapter_for, get_path, has_path
 from .cache import ActivationCache
 from .names import SITES, HookInfo, hook_name, parse, suggest
-from .runtime import HookFn, RunState, Runtime, StopForward, read_only
+from .runtime import HookFn, RunState, Runtime, SplitAttention, StopForward, read_only
 from .tokens import TokenBatch, decode_each, encode, pad, pad_id_of
 
 Inputs = str | Sequence[str] | Tensor | TokenBatch
@@ -291,14 +291,27 @@ class HookedModel:
     # ------------------------------------------------------------------ running
 
     @contextmanager
-    def hooks(self, fwd_hooks: HookList = (), bwd_hooks: HookList = ()) -> Iterator[HookedModel]:
+    def hooks(
+        self,
+        fwd_hooks: HookList = (),
+        bwd_hooks: HookList = (),
+        *,
+        split_attention: Mapping[int, SplitAttention] | None = None,
+        grad: bool = False,
+    ) -> Iterator[HookedModel]:
         """Keep hooks in force inside a ``with`` block; they are removed on exit, even on error.
 
         ``fwd_hooks`` / ``bwd_hooks`` are ``(name, fn)`` pairs; ``fn(tensor, hook)`` returns a
         replacement tensor or None (after editing in place). Inside the block, calls to this
         model, to :meth:`generate` and to ``hf_model`` itself all run with the hooks.
+        ``split_attention`` gives chosen layers' heads separate q/k/v inputs
+        (:class:`~mechscope.models.runtime.SplitAttention`, used by circuit discovery);
+        ``grad`` makes activations require grad even when the weights are frozen.
         """
-        with self._rt.active(self._state(fwd_hooks, bwd_hooks)):
+        state = self._state(fwd_hooks, bwd_hooks, grad=grad)
+        if split_attention:
+            state.split_attn = {**state.split_attn, **split_attention}
+        with self._rt.active(state):
             yield self
 
     def __call__(

@@ -58,6 +58,11 @@ GLOBAL_PRE_SITES: tuple[SiteInfo, ...] = (
 
 BLOCK_SITES: tuple[SiteInfo, ...] = (
     SiteInfo("hook_resid_pre", "batch pos d_model", "residual stream entering the block"),
+    SiteInfo(
+        "hook_attn_in",
+        "batch pos d_model",
+        "the attention branch's copy of the residual (writing it changes only what attention reads)",
+    ),
     SiteInfo("ln1.hook_normalized", "batch pos d_model", "output of the pre-attention norm"),
     SiteInfo(
         "attn.hook_q", "batch pos head d_head", "queries as attention uses them (after QK-norm and rotary)"

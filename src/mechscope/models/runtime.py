@@ -84,6 +84,30 @@ class RunState:
     trim_final_block: bool = False
     """The caller needs only the last position out of the final block: after attention, it
     computes the rest of that block for the last position only (later sites there see one position)."""
+    split_attn: dict[int, SplitAttention] = field(default_factory=dict)
+    """Layers whose heads read separate inputs (see :class:`SplitAttention`)."""
+
+
+@dataclass(frozen=True)
+class SplitAttention:
+    """Separate attention inputs per head and per q/k/v at one layer (circuit discovery).
+
+    ``inputs(attn_in)`` maps the attention branch's input ``[batch, pos, d_model]`` to
+    ``copies`` inputs ``[batch, copies, pos, d_model]``; query head ``h`` is computed from copy
+    ``q_copy[h]``, key/value head ``g`` from ``k_copy[g]`` / ``v_copy[g]``. The layer's norm
+    and projections run on every copy (their cost grows with ``copies``); the attention
+    kernel and everything after it run once. ``ln1.hook_normalized`` does not fire at a
+    split layer.
+    """
+
+    inputs: Callable[[Tensor], Tensor]
+    """``attn_in [batch, pos, d_model] -> [batch, copies, pos, d_model]``."""
+    q_copy: Tensor
+    """``[head]`` long: the copy each query head reads."""
+    k_copy: Tensor
+    """``[kv_head]`` long: the copy each key head reads."""
+    v_copy: Tensor
+    """``[kv_head]`` long: the copy each value head reads."""
 
 
 class StopForward(Exception):
@@ -101,6 +125,7 @@ class BlockNames:
     """The full hook names of one block, as attributes (``names.resid_pre`` ...)."""
 
     resid_pre: str
+    attn_in: str
     ln1: str
     q: str
     k: str
@@ -210,8 +235,59 @@ def _block_forward(rt: Runtime, layer: int, hidden_states: Tensor, *args: Any, *
     if rt.state.stop_at_layer == layer:
         raise StopForward
     attn_kwargs = rt.attn_kwargs(args, kwargs)
-    x = fire(rt, n.ln1, p.ln1(resid_pre))
+    attn_in = _fire_copy(rt, n.attn_in, resid_pre)
+    split = rt.state.split_attn.get(layer)
+    if split is not None:
+        return finish_block(rt, layer, resid_pre, _split_attention(rt, layer, split, attn_in, attn_kwargs))
+    x = fire(rt, n.ln1, p.ln1(attn_in))
     return finish_block(rt, layer, resid_pre, p.attn(x, **attn_kwargs)[0])
+
+
+def _split_attention(
+    rt: Runtime, layer: int, split: SplitAttention, attn_in: Tensor, kwargs: dict[str, Any]
+) -> Tensor:  # [batch, pos, d_model]: the attention module's output
+    """Run the attention module on every copy of :class:`SplitAttention`; keep copy 0's output."""
+    x = split.inputs(attn_in)  # [batch, copies, pos, d_model]
+    b, r = x.shape[:2]
+    rt.split_now = (layer, split, b, r)
+    try:
+        out = rt.parts[layer].attn(rt.parts[layer].ln1(x.flatten(0, 1)), **_repeat_rows(kwargs, b, r))[0]
+    finally:
+        rt.split_now = None
+    return out.view(b, r, *out.shape[1:])[:, 0]
+
+
+def _repeat_rows(value: Any, b: int, r: int) -> Any:
+    """Repeat every batch-leading tensor (2-D or more, first dim ``b``) ``r`` times per row."""
+    if isinstance(value, Tensor):
+        return value.repeat_interleave(r, dim=0) if value.dim() >= 2 and value.shape[0] == b else value
+    if isinstance(value, dict):
+        return {k: _repeat_rows(v, b, r) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_repeat_rows(v, b, r) for v in value)
+    return value
+
+
+def _select_split(
+    rt: Runtime, query: Tensor, key: Tensor, value: Tensor, mask: Any, kwargs: dict[str, Any]
+) -> tuple[Tensor, Tensor, Tensor, Any, dict[str, Any]]:
+    """Each head's q/k/v from its own copy (HF layout ``[batch*copies, head, pos, d]`` -> ``[batch, ...]``)."""
+    _, split, b, r = rt.split_now  # type: ignore[misc]
+
+    def pick(t: Tensor, copy: Tensor) -> Tensor:
+        t = t.view(b, r, *t.shape[1:])
+        return t[:, copy.to(t.device), torch.arange(t.shape[2], device=t.device)]
+
+    def first(v: Any) -> Any:
+        return v[::r] if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[0] == b * r else v
+
+    return (
+        pick(query, split.q_copy),
+        pick(key, split.k_copy),
+        pick(value, split.v_copy),
+        first(mask),
+        {k: first(v) for k, v in kwargs.items()},
+    )
 
 
 def finish_block(rt: Runtime, layer: int, resid_pre: Tensor, a: Tensor, *, normed: bool = False) -> Tensor:
@@ -260,6 +336,11 @@ def _dispatch_attention(
     """The function registered as ``mechscope:<impl>``: hooks around the original kernel."""
     rt, layer, inner = _SITES[id(module)]
     n = rt.names[layer]
+    split = rt.split_now is not None and rt.split_now[0] == layer
+    if split:
+        query, key, value, attention_mask, kwargs = _select_split(
+            rt, query, key, value, attention_mask, kwargs
+        )
     query = _fire_heads(rt, n.q, query)
     key = _fire_heads(rt, n.k, key)
     value = _fire_heads(rt, n.v, value)
@@ -267,7 +348,13 @@ def _dispatch_attention(
         out, weights = _explicit_attention(rt, n, module, query, key, value, attention_mask, **kwargs)
     else:
         out, weights = inner(module, query, key, value, attention_mask, **kwargs)
-    return fire(rt, n.z, out), weights
+    out = fire(rt, n.z, out)
+    if split:  # the module applies its output projection to every copy: give it zeros but copy 0
+        r = rt.split_now[3]  # type: ignore[index]
+        full = out.new_zeros(out.shape[0], r, *out.shape[1:])
+        full[:, 0] = out
+        out = full.flatten(0, 1)
+    return out, weights
 
 
 def _explicit_attention(
@@ -367,6 +454,8 @@ class Runtime:
         """Every hook point that is not computed on demand (what ``names=None`` records)."""
         self.state = RunState()
         self.batch_size = 1  # set by the embedding hook; read by the position-embedding hook
+        self.split_now: tuple[int, SplitAttention, int, int] | None = None
+        """(layer, split, batch, copies) while a split layer's attention module runs."""
         self._depth = 0
         self._undo: list[Callable[[], None]] = []
         params = list(inspect.signature(type(self.layers[0]).forward).parameters)
@@ -537,9 +626,17 @@ def _result_hook(
     if layer not in rt.state.result_layers:
         return None
     z = args[0]  # [batch, pos, head * d_head]
+    split = rt.split_now is not None and rt.split_now[0] == layer
+    if split:  # only copy 0 carries the attention output
+        z = z.view(-1, rt.split_now[3], *z.shape[1:])[:, 0]  # type: ignore[index]
     z = z.reshape(*z.shape[:-1], rt.n_heads, rt.d_head)
     result = torch.einsum("bphd,hdm->bphm", z, rt.w_o(layer))  # [batch, pos, head, d_model]
     result = fire(rt, rt.names[layer].result, result)
     out = result.sum(dim=2)
     bias = getattr(module, "bias", None)
-    return out + bias if bias is not None else out
+    out = out + bias if bias is not None else out
+    if split:
+        full = out.new_zeros(out.shape[0], rt.split_now[3], *out.shape[1:])  # type: ignore[index]
+        full[:, 0] = out
+        out = full.flatten(0, 1)
+    return out
