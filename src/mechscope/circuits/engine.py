@@ -1,0 +1,318 @@
+"""One engine under every circuit method: the model run with edge-level interventions.
+
+Notation (see :mod:`mechscope.circuits.graph`): ``S`` sources, ``R`` receivers, ``E`` edges.
+A source's output ``o_s [batch, pos, d_model]`` is what it adds to the residual stream:
+``hook_embed`` (+ ``hook_pos_embed``) for ``input``, ``attn.hook_result[:, :, h]`` for head
+``h`` (bias excluded), ``hook_mlp_out`` for an MLP. A receiver's input is the sum of its
+upstream sources' outputs plus constants (biases), read at ``blocks.L.hook_attn_in`` (layer
+mode) or per head through :class:`~mechscope.models.runtime.SplitAttention` (qkv mode), at
+``blocks.L.hook_mlp_in``, and, for ``logits``, at the last block's ``hook_resid_post``.
+
+1. **Edge interventions.** ``V`` edge masks ``keep [V, E]`` run together in one batch
+   (variant-major rows). Receiver ``r`` of variant ``v`` reads
+   ``x_r' = x_r − Σ_{s: not keep[v, (s, r)]} (o_s − ã_s)``, where ``o_s`` is the source's
+   output in this very run and ``ã_s`` its *ablated* output: from the corrupted run
+   (``"corrupted"``), the clean outputs' batch mean (``"mean"``) or 0 (``"zero"``). Every
+   edge kept is the clean forward; none kept makes every receiver read ablated outputs
+   only (the corrupted run, for ``"corrupted"``).
+2. **Receiver gradients.** One backward pass gives ``∂metric/∂x_r`` for every receiver (the
+   inputs above are separate copies of the residual, so each has its own gradient),
+   optionally with the input embeddings moved part of the way to their ablated value
+   (EAP-IG's interpolation).
+
+Architectures whose heads' outputs do not add up in the residual stream (Gemma 2/3 apply a
+norm after attention) are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import MechscopeError
+from ..models import HookedModel, TokenBatch
+from ..models.runtime import SplitAttention
+from .graph import Graph
+
+ABLATIONS = ("corrupted", "mean", "zero")
+
+
+@dataclass(frozen=True)
+class EdgeProblem:
+    """What a circuit method measures: inputs, the ablation source, and a metric."""
+
+    clean: TokenBatch | Tensor
+    """Clean inputs, ``[n, pos]``."""
+    corrupted: TokenBatch | Tensor | None
+    """Corrupted inputs aligned with the clean ones (needed for ``"corrupted"`` ablation)."""
+    metric: Callable[[Tensor], Tensor]
+    """``metric(logits [n, kept_pos, vocab]) -> [n]``; higher means more like the clean behaviour."""
+    logits_to_keep: int = 1
+    """Logits of the last this many positions reach the metric (0: all)."""
+    name: str = "metric"
+    """The metric's name, for results."""
+
+
+def _batch(model: HookedModel, x: TokenBatch | Tensor) -> TokenBatch:
+    if isinstance(x, TokenBatch):
+        return x
+    return TokenBatch(x, torch.ones_like(x))
+
+
+def _repeat(batch: TokenBatch, v: int) -> TokenBatch:
+    return TokenBatch(batch.tokens.repeat(v, 1), batch.attention_mask.repeat(v, 1), batch.padding_side)
+
+
+class EdgeEngine:
+    """Runs ``model`` on ``problem`` with edge interventions over ``graph`` (see the module docstring)."""
+
+    def __init__(
+        self, model: HookedModel, graph: Graph, problem: EdgeProblem, ablation: str = "corrupted"
+    ) -> None:
+        if ablation not in ABLATIONS:
+            raise MechscopeError(f"ablation must be one of {ABLATIONS}, not {ablation!r}")
+        if model.adapter.post_attn_norm:
+            raise MechscopeError(
+                f"{model.cfg.family} applies a norm after attention, so its heads' outputs do not add up in "
+                "the residual stream; mechscope's edge graph needs additive heads (GPT-2, GPT-NeoX, Llama, "
+                "Mistral, Qwen2 and the toy transformer have them)"
+            )
+        self.model, self.graph, self.problem, self.ablation = model, graph, problem, ablation
+        self.clean = _batch(model, problem.clean)
+        self.n = self.clean.tokens.shape[0]
+        with torch.no_grad():
+            self.clean_out, logits = self.sources(self.clean)  # [S, n, pos, d_model]
+            self.clean_metric = problem.metric(logits).float()  # [n]
+            if ablation == "corrupted":
+                if problem.corrupted is None:
+                    raise MechscopeError("corrupted ablation needs corrupted inputs")
+                corrupt = _batch(model, problem.corrupted)
+                if corrupt.tokens.shape != self.clean.tokens.shape:
+                    raise MechscopeError(
+                        f"corrupted inputs {tuple(corrupt.tokens.shape)} must align with the clean ones "
+                        f"{tuple(self.clean.tokens.shape)}"
+                    )
+                self.abl_out, logits = self.sources(corrupt)
+                self.corrupt_metric: Tensor | None = problem.metric(logits).float()
+            elif ablation == "mean":
+                self.abl_out = self.clean_out.mean(dim=1, keepdim=True).expand_as(self.clean_out).contiguous()
+                self.corrupt_metric = None
+            else:
+                self.abl_out = torch.zeros_like(self.clean_out)
+                self.corrupt_metric = None
+        self._pairs = graph.edge_pairs  # [E, 2]
+
+    # ------------------------------------------------------------------ sources
+
+    def _source_names(self) -> list[str]:
+        names = ["hook_embed"] + (["hook_pos_embed"] if "hook_pos_embed" in self.model.hook_names else [])
+        for layer in range(self.graph.n_layers):
+            names.append(f"blocks.{layer}.attn.hook_result")
+            if self.graph.mlp:
+                names.append(f"blocks.{layer}.hook_mlp_out")
+        return names
+
+    def sources(self, batch: TokenBatch) -> tuple[Tensor, Tensor]:
+        """Every source's output ``[S, n, pos, d_model]`` and the logits of a plain run."""
+        logits, cache = self.model.run_with_cache(
+            batch, names=self._source_names(), logits_to_keep=self.problem.logits_to_keep
+        )
+        assert logits is not None
+        out = [cache["hook_embed"] + cache.get("hook_pos_embed", 0)]
+        for layer in range(self.graph.n_layers):
+            out += list(cache[f"blocks.{layer}.attn.hook_result"].unbind(dim=2))
+            if self.graph.mlp:
+                out.append(cache[f"blocks.{layer}.hook_mlp_out"])
+        return torch.stack(out), logits
+
+    # ------------------------------------------------------------------ masked runs
+
+    def run(self, keep: Tensor) -> Tensor:  # keep [V, E] bool -> metric [V, n]
+        """The metric of each variant: receivers read ablated outputs along its dropped edges."""
+        keep = keep.to(torch.bool)
+        if keep.dim() != 2 or keep.shape[1] != self.graph.n_edges:
+            raise MechscopeError(
+                f"edge masks must be [variants, {self.graph.n_edges}], got {tuple(keep.shape)}"
+            )
+        v = keep.shape[0]
+        dropped = torch.zeros(v, len(self.graph.sources), len(self.graph.receivers))
+        dropped[:, self._pairs[:, 0], self._pairs[:, 1]] = (~keep).float()
+        state = _RunState(self, v, dropped)
+        with torch.no_grad(), self.model.hooks(state.hooks(), split_attention=state.splits()):
+            logits = self.model(_repeat(self.clean, v), logits_to_keep=self.problem.logits_to_keep)
+        return self._metric(logits, v)
+
+    def _metric(self, logits: Tensor, v: int) -> Tensor:
+        chunks = logits.view(v, self.n, *logits.shape[1:])
+        return torch.stack([self.problem.metric(c).float() for c in chunks])
+
+    # ------------------------------------------------------------------ gradients
+
+    def receiver_grads(self, alpha: float = 0.0) -> Tensor:  # [R, n, pos, d_model]
+        """``∂(Σ metric)/∂x_r`` for every receiver, with the inputs at ``clean + alpha (ablated − clean)``."""
+        state = _GradState(self, alpha)
+        with torch.enable_grad(), self.model.hooks(state.hooks(), split_attention=state.splits(), grad=True):
+            logits = self.model(self.clean, logits_to_keep=self.problem.logits_to_keep)
+            total = self.problem.metric(logits).sum()
+            return state.grads(total)
+
+    def edge_products(self, grads: Tensor) -> Tensor:  # grads [R, n, pos, d] -> [E]
+        """``mean_n Σ_pos (ã_s − o_s) · g_r`` for every edge: the linear estimate of dropping it."""
+        delta = self.abl_out - self.clean_out  # [S, n, pos, d]
+        per_pair = torch.einsum("snpd,rnpd->sr", delta, grads) / self.n
+        return per_pair[self._pairs[:, 0], self._pairs[:, 1]]
+
+
+class _RunState:
+    """The hooks of one masked run (see :meth:`EdgeEngine.run`)."""
+
+    def __init__(self, engine: EdgeEngine, v: int, dropped: Tensor) -> None:
+        self.e, self.v, self.dropped = engine, v, dropped  # dropped [V, S, R]
+        self.cur: list[Tensor | None] = [None] * len(engine.graph.sources)
+        g = engine.graph
+        self.head0 = {layer: g.source_pos[f"a{layer}.h0"] for layer in range(g.n_layers)}
+
+    def _delta(self, receivers: list[int]) -> Tensor | None:  # [V*n, len(receivers), pos, d] or None
+        mask = self.dropped[:, :, receivers]  # [V, S, r]
+        if not bool(mask.any()):
+            return None
+        avail = [s for s, t in enumerate(self.cur) if t is not None and bool(mask[:, s].any())]
+        n = self.e.n
+        cur = torch.stack([self.cur[s] for s in avail]).view(len(avail), self.v, n, *self.e.abl_out.shape[2:])  # type: ignore[misc]
+        diff = cur - self.e.abl_out[avail][:, None]  # [s, V, n, pos, d]
+        out = torch.einsum("svnpd,vsr->vnrpd", diff, mask[:, avail].to(diff.dtype))
+        return out.flatten(0, 1)
+
+    def hooks(self) -> list[tuple[str, Any]]:
+        g = self.e.graph
+        hooks: list[tuple[str, Any]] = []
+
+        def embed(t: Tensor, hook: Any) -> None:
+            self.cur[0] = t
+
+        def pos_embed(t: Tensor, hook: Any) -> None:
+            self.cur[0] = self.cur[0] + t  # type: ignore[operator]
+
+        hooks.append(("hook_embed", embed))
+        if "hook_pos_embed" in self.e.model.hook_names:
+            hooks.append(("hook_pos_embed", pos_embed))
+        for layer in range(g.n_layers):
+            hooks.append((f"blocks.{layer}.attn.hook_result", self._heads(layer)))
+            if g.mlp:
+                hooks.append((f"blocks.{layer}.hook_mlp_out", self._store(g.source_pos[f"m{layer}"])))
+                hooks.append((f"blocks.{layer}.hook_mlp_in", self._receive([g.receiver_index(f"m{layer}")])))
+            if g.mode == "layer":
+                hooks.append((f"blocks.{layer}.hook_attn_in", self._receive([g.receiver_index(f"a{layer}")])))
+        hooks.append(
+            (f"blocks.{g.n_layers - 1}.hook_resid_post", self._receive([g.receiver_index("logits")]))
+        )
+        return hooks
+
+    def _heads(self, layer: int) -> Callable[[Tensor, Any], None]:
+        def store(t: Tensor, hook: Any) -> None:  # [V*n, pos, head, d_model]
+            for h in range(t.shape[2]):
+                self.cur[self.head0[layer] + h] = t[:, :, h]
+
+        return store
+
+    def _store(self, s: int) -> Callable[[Tensor, Any], None]:
+        def store(t: Tensor, hook: Any) -> None:
+            self.cur[s] = t
+
+        return store
+
+    def _receive(self, receivers: list[int]) -> Callable[[Tensor, Any], Tensor | None]:
+        def receive(t: Tensor, hook: Any) -> Tensor | None:
+            delta = self._delta(receivers)
+            return None if delta is None else t - delta[:, 0]
+
+        return receive
+
+    def splits(self) -> dict[int, SplitAttention]:
+        g = self.e.graph
+        if g.mode != "qkv":
+            return {}
+        return {layer: self._split(layer) for layer in range(g.n_layers)}
+
+    def _split(self, layer: int) -> SplitAttention:
+        g = self.e.graph
+        idx = [i for i, r in enumerate(g.receivers) if r.layer == layer and r.kind in ("q", "k", "v")]
+
+        def inputs(x: Tensor) -> Tensor:  # [V*n, pos, d] -> [V*n, copies, pos, d]
+            delta = self._delta(idx)
+            base = x[:, None].expand(-1, len(idx), -1, -1)
+            return base if delta is None else base - delta
+
+        h, kv = g.n_heads, g.n_kv_heads
+        return SplitAttention(inputs, torch.arange(h), h + torch.arange(kv), h + kv + torch.arange(kv))
+
+
+class _GradState:
+    """The hooks of one gradient run: receiver inputs as separate tensors; interpolated inputs."""
+
+    def __init__(self, engine: EdgeEngine, alpha: float) -> None:
+        self.e, self.alpha = engine, alpha
+        self.captured: list[tuple[Tensor, list[int]]] = []
+        """(tensor, receivers): one receiver's input, or a split layer's copies [batch, copies, pos, d]."""
+
+    def grads(self, total: Tensor) -> Tensor:  # [R, n, pos, d_model]
+        tensors = [t for t, _ in self.captured]
+        found = torch.autograd.grad(total, tensors, allow_unused=True)
+        out: list[Tensor | None] = [None] * len(self.e.graph.receivers)
+        for (t, receivers), g in zip(self.captured, found, strict=True):
+            g = torch.zeros_like(t) if g is None else g
+            if len(receivers) == 1 and g.dim() == 3:
+                out[receivers[0]] = g
+            else:
+                for j, r in enumerate(receivers):
+                    out[r] = g[:, j]
+        missing = [self.e.graph.receivers[i].name for i, g in enumerate(out) if g is None]
+        if missing:
+            raise MechscopeError(f"no gradient reached receivers {missing[:4]}")
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    def hooks(self) -> list[tuple[str, Any]]:
+        g = self.e.graph
+        hooks: list[tuple[str, Any]] = []
+        if self.alpha:
+            # the input node's ablated minus clean output (embed + pos), added to the embedding
+            delta = self.e.abl_out[0] - self.e.clean_out[0]
+            hooks.append(("hook_embed", lambda t, hook: t + self.alpha * delta))
+        for layer in range(g.n_layers):
+            if g.mode == "layer":
+                hooks.append((f"blocks.{layer}.hook_attn_in", self._capture(g.receiver_index(f"a{layer}"))))
+            if g.mlp:
+                hooks.append((f"blocks.{layer}.hook_mlp_in", self._capture(g.receiver_index(f"m{layer}"))))
+        hooks.append((f"blocks.{g.n_layers - 1}.hook_resid_post", self._capture(g.receiver_index("logits"))))
+        return hooks
+
+    def _capture(self, r: int) -> Callable[[Tensor, Any], Tensor]:
+        def capture(t: Tensor, hook: Any) -> Tensor:
+            t = t.clone()
+            self.captured.append((t, [r]))
+            return t
+
+        return capture
+
+    def splits(self) -> dict[int, SplitAttention]:
+        g = self.e.graph
+        if g.mode != "qkv":
+            return {}
+        out = {}
+        for layer in range(g.n_layers):
+            idx = [i for i, r in enumerate(g.receivers) if r.layer == layer and r.kind in ("q", "k", "v")]
+
+            def inputs(x: Tensor, idx: list[int] = idx) -> Tensor:
+                copies = x[:, None].repeat(1, len(idx), 1, 1)
+                self.captured.append((copies, idx))
+                return copies
+
+            h, kv = g.n_heads, g.n_kv_heads
+            out[layer] = SplitAttention(
+                inputs, torch.arange(h), h + torch.arange(kv), h + kv + torch.arange(kv)
+            )
+        return out
