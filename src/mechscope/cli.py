@@ -5,6 +5,7 @@
     mechscope harvest --hooks H [...]           harvest activations into a sharded disk store
     mechscope train-sae --hook H [...]          train an SAE or transcoder (streamed or from a store)
     mechscope eval-sae --dictionary DIR [...]   evaluate a dictionary (reconstruction, sparsity, CE/KL)
+    mechscope circuit --task ioi --method eap-ig  find a behaviour's circuit; faithfulness and graphs
     mechscope toy list | train NAME | analyze NAME --out DIR   the fully understood toy models
     mechscope models                            list the built-in models
     mechscope hooks MODEL                       list a model's hook points with their shapes
@@ -89,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_patch(sub)
     _add_dictionary_commands(sub)
+    _add_circuit(sub)
     _add_toy(sub)
 
     models = sub.add_parser("models", help="list the built-in models")
@@ -215,6 +217,32 @@ def _cmd_eval_sae(args: argparse.Namespace) -> int:
     out, result = run_eval_sae(_config(args), progress=_progress)
     print(result.summary())
     print(f"Wrote {out} (metrics.json, density.png)")
+    return 0
+
+
+def _add_circuit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from ._config_cli import add_config_options
+    from .pipeline.circuit import CircuitJobConfig
+
+    text = "find the circuit of a behaviour (EAP-IG, EAP, exact edge patching, ACDC) and its faithfulness"
+    p = sub.add_parser("circuit", help=text, description=f"{text}. {CircuitJobConfig.__doc__ or ''}")
+    add_config_options(p, CircuitJobConfig)
+    p.add_argument("--top", type=int, default=10, help="how many top edges to print (default: %(default)s)")
+    p.set_defaults(func=_cmd_circuit, config_class=CircuitJobConfig)
+
+
+def _cmd_circuit(args: argparse.Namespace) -> int:
+    from .pipeline.circuit import run_circuit
+
+    out, circuit, faith = run_circuit(_config(args), progress=_progress)
+    print(f"top {args.top} edges ({circuit.method}, {circuit.ablation} ablation, metric {circuit.metric}):")
+    for name, score in circuit.top_edges(args.top):
+        print(f"  {name:<28} {score:+.4f}")
+    print("faithfulness by circuit size:")
+    for frac, n, f in zip(faith.fractions, faith.n_edges, faith.faithfulness, strict=True):
+        print(f"  {frac:>6.1%} of edges ({n:>5} kept): {f:.3f}")
+    print(f"CPR {faith.cpr:.3f}, CMD {faith.cmd:.3f}")
+    print(f"Wrote {out} (open {out / 'graph.html'})")
     return 0
 
 

@@ -99,3 +99,22 @@ def test_bad_input(toy):
         engine.run(torch.ones(1, 3, dtype=torch.bool))
     with pytest.raises(MechscopeError, match="not in this"):
         graph.edges_of(["a9.h0->logits"])
+
+
+@pytest.mark.parametrize("mode", ["layer", "qkv"])
+def test_runs_from_a_later_block_equal_full_runs(tiny_model, mode):
+    """Dropping edges only into receivers of block >= L: recomputing from block L gives the full run's metric."""
+    model = tiny_model
+    if model.adapter.post_attn_norm:
+        pytest.skip("heads are not additive under a post-attention norm")
+    clean, corrupt = _families_problem(model)
+    graph = Graph.from_model(model, mode)
+    engine = EdgeEngine(model, graph, EdgeProblem(clean, corrupt, _logit_metric, logits_to_keep=1))
+    layers = engine.receiver_layer(torch.arange(graph.n_edges))
+    gen = torch.Generator().manual_seed(4)
+    for start in range(1, graph.n_layers + 1):
+        keep = torch.rand(3, graph.n_edges, generator=gen) < 0.5
+        keep[:, layers < start] = True
+        torch.testing.assert_close(engine.run(keep, start=start), engine.run(keep), atol=1e-4, rtol=1e-4)
+    with pytest.raises(MechscopeError, match="before block"):
+        engine.run(torch.zeros(1, graph.n_edges, dtype=torch.bool), start=1)

@@ -86,6 +86,7 @@ class EdgeEngine:
         self.n = self.clean.tokens.shape[0]
         with torch.no_grad():
             self.clean_out, logits = self.sources(self.clean)  # [S, n, pos, d_model]
+            self.clean_resid = self.last_resid  # n_layers + 1 of [n, pos, d_model]
             self.clean_metric = problem.metric(logits).float()  # [n]
             if ablation == "corrupted":
                 if problem.corrupted is None:
@@ -105,6 +106,13 @@ class EdgeEngine:
                 self.abl_out = torch.zeros_like(self.clean_out)
                 self.corrupt_metric = None
         self._pairs = graph.edge_pairs  # [E, 2]
+        self._receiver_layer = torch.tensor([r.layer for r in graph.receivers])  # [R]
+        self._source_layer = [graph.node_info(s)["layer"] for s in graph.sources]
+        self._inputs: dict[int, list[tuple[tuple[Any, ...], dict[str, Any]]]] = {}
+
+    def receiver_layer(self, edges: Tensor) -> Tensor:  # [k] long -> [k] long
+        """The block of each edge's receiver (``n_layers`` for logits)."""
+        return self._receiver_layer[self._pairs[edges, 1]]
 
     # ------------------------------------------------------------------ sources
 
@@ -117,11 +125,19 @@ class EdgeEngine:
         return names
 
     def sources(self, batch: TokenBatch) -> tuple[Tensor, Tensor]:
-        """Every source's output ``[S, n, pos, d_model]`` and the logits of a plain run."""
+        """Every source's output ``[S, n, pos, d_model]`` and the logits of a plain run.
+
+        The run's residual stream entering each block (and leaving the last) is kept in
+        ``self.last_resid``.
+        """
+        n_layers = self.graph.n_layers
+        resid = [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)]
+        resid.append(f"blocks.{n_layers - 1}.hook_resid_post")
         logits, cache = self.model.run_with_cache(
-            batch, names=self._source_names(), logits_to_keep=self.problem.logits_to_keep
+            batch, names=self._source_names() + resid, logits_to_keep=self.problem.logits_to_keep
         )
         assert logits is not None
+        self.last_resid = [cache[name] for name in resid]
         out = [cache["hook_embed"] + cache.get("hook_pos_embed", 0)]
         for layer in range(self.graph.n_layers):
             out += list(cache[f"blocks.{layer}.attn.hook_result"].unbind(dim=2))
@@ -131,8 +147,12 @@ class EdgeEngine:
 
     # ------------------------------------------------------------------ masked runs
 
-    def run(self, keep: Tensor) -> Tensor:  # keep [V, E] bool -> metric [V, n]
-        """The metric of each variant: receivers read ablated outputs along its dropped edges."""
+    def run(self, keep: Tensor, start: int = 0) -> Tensor:  # keep [V, E] bool -> metric [V, n]
+        """The metric of each variant: receivers read ablated outputs along its dropped edges.
+
+        ``start``: every dropped edge goes into a receiver of block ``start`` or later (``n_layers``:
+        only into ``logits``), so blocks before it are the clean run's and are not recomputed.
+        """
         keep = keep.to(torch.bool)
         if keep.dim() != 2 or keep.shape[1] != self.graph.n_edges:
             raise MechscopeError(
@@ -141,10 +161,43 @@ class EdgeEngine:
         v = keep.shape[0]
         dropped = torch.zeros(v, len(self.graph.sources), len(self.graph.receivers))
         dropped[:, self._pairs[:, 0], self._pairs[:, 1]] = (~keep).float()
+        if start and bool(dropped[:, :, self._receiver_layer < start].any()):
+            raise MechscopeError(f"a dropped edge goes into a receiver before block {start}")
         state = _RunState(self, v, dropped)
-        with torch.no_grad(), self.model.hooks(state.hooks(), split_attention=state.splits()):
-            logits = self.model(_repeat(self.clean, v), logits_to_keep=self.problem.logits_to_keep)
+        with torch.no_grad():
+            if start == 0:
+                with self.model.hooks(state.hooks(), split_attention=state.splits()):
+                    logits = self.model(_repeat(self.clean, v), logits_to_keep=self.problem.logits_to_keep)
+            else:
+                logits = self._run_from(state, v, start)
         return self._metric(logits, v)
+
+    def _run_from(self, state: _RunState, v: int, start: int) -> Tensor:
+        """Blocks ``start..`` only, from the clean run's residual stream (sources before it: clean)."""
+        for s in range(len(self.graph.sources)):
+            if self._source_layer[s] < start:
+                state.cur[s] = self.clean_out[s].repeat(v, 1, 1)
+        x = self.clean_resid[start].repeat(v, 1, 1)
+        inputs = self._block_inputs(v)
+        with self.model.hooks(state.hooks(), split_attention=state.splits()):
+            for layer in range(start, self.graph.n_layers):
+                args, kwargs = inputs[layer]
+                x = self.model.blocks[layer](x, *args, **kwargs)
+        if start == self.graph.n_layers:  # only the logits receiver: apply it here
+            delta = state._delta([self.graph.receiver_index("logits")])
+            x = x if delta is None else x - delta[:, 0]
+        k = self.problem.logits_to_keep
+        return self.model.unembed(x[:, -k:] if k else x)
+
+    def _block_inputs(self, v: int) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        """HF's arguments to each block for ``v`` copies of the clean batch (kept for one ``v``)."""
+        if v not in self._inputs:
+            batch = _repeat(self.clean, v)
+            kwargs: dict[str, Any] = {"input_ids": batch.tokens, "use_cache": False}
+            if batch.is_padded:
+                kwargs.update(attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+            self._inputs = {v: self.model.block_inputs(**kwargs)}
+        return self._inputs[v]
 
     def _metric(self, logits: Tensor, v: int) -> Tensor:
         chunks = logits.view(v, self.n, *logits.shape[1:])

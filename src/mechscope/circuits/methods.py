@@ -33,15 +33,25 @@ from .engine import EdgeEngine
 
 def exact(engine: EdgeEngine, batch: int = 32, progress: bool = False) -> Tensor:  # [E]
     """``metric(edge dropped) − metric(clean)`` for every edge, ``batch`` edges per forward pass."""
+    return exact_edges(engine, torch.arange(engine.graph.n_edges), batch, progress)
+
+
+def exact_edges(engine: EdgeEngine, edges: Tensor, batch: int = 32, progress: bool = False) -> Tensor:  # [k]
+    """Exact scores of the given edge indices. Edges are grouped by their receiver's block and
+    each group runs only from that block on (the blocks before it are the clean run's)."""
     n_edges = engine.graph.n_edges
     base = engine.clean_metric.mean()
-    out = torch.empty(n_edges)
-    starts = range(0, n_edges, batch)
-    for start in tqdm(starts, disable=not progress, desc="exact edge patching", unit="batch"):
-        idx = torch.arange(start, min(start + batch, n_edges))
-        keep = torch.ones(len(idx), n_edges, dtype=torch.bool)
-        keep[torch.arange(len(idx)), idx] = False
-        out[idx] = engine.run(keep).mean(dim=1) - base
+    layers = engine.receiver_layer(edges)
+    order = torch.argsort(layers, stable=True)
+    chunks = []
+    for layer in layers.unique().tolist():
+        idx = order[layers[order] == layer]
+        chunks += [(layer, idx[i : i + batch]) for i in range(0, len(idx), batch)]
+    out = torch.empty(len(edges))
+    for layer, pos in tqdm(chunks, disable=not progress, desc="exact edge patching", unit="batch"):
+        keep = torch.ones(len(pos), n_edges, dtype=torch.bool)
+        keep[torch.arange(len(pos)), edges[pos]] = False
+        out[pos] = engine.run(keep, start=int(layer)).mean(dim=1) - base
     return out
 
 
@@ -73,9 +83,11 @@ def acdc(
     order = sorted(
         range(graph.n_edges), key=lambda e: (-graph.edge_pairs[e, 1].item(), -graph.edge_pairs[e, 0].item())
     )
-    for e in tqdm(order, disable=not progress, desc=f"ACDC tau={tau:g}", unit="edge"):
+    layers = engine.receiver_layer(torch.tensor(order)).tolist()
+    steps = list(zip(order, layers, strict=True))
+    for e, layer in tqdm(steps, disable=not progress, desc=f"ACDC tau={tau:g}", unit="edge"):
         keep[e] = False
-        value = float(engine.run(keep[None]).mean())
+        value = float(engine.run(keep[None], start=layer).mean())  # earlier drops are all downstream
         scores[e] = value - current
         if abs(value - current) < tau:
             current = value

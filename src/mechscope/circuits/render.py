@@ -54,13 +54,15 @@ __all__ = ["NEGATIVE_COLOR", "POSITIVE_COLOR", "layout", "to_html", "to_html_fra
 POSITIVE_COLOR = "#2563eb"
 NEGATIVE_COLOR = "#dc2626"
 ZERO_COLOR = "#9ca3af"
-KINDS = ("input", "head", "mlp", "logits")
+KINDS = ("input", "head", "mlp", "logits", "attn_in")
+# attn_in: a layer-mode graph's receiver (the attention input shared by a layer's heads)
 # fill, stroke per node kind (SVG and PNG)
 NODE_COLORS = {
     "input": ("#d1fae5", "#047857"),
     "head": ("#e0e7ff", "#3730a3"),
     "mlp": ("#ffedd5", "#c2410c"),
     "logits": ("#f3e8ff", "#7e22ce"),
+    "attn_in": ("#f3f4f6", "#4b5563"),
 }
 MIN_WIDTH, MAX_WIDTH = 0.6, 6.0  # SVG stroke width in px for |score| = 0 and the largest |score|
 PORT_AT = 0.8  # where along an edge (0 source, 1 target) its port label sits
@@ -120,7 +122,7 @@ def _check_nodes(raw: Any) -> dict[str, _Node]:
             raise ValueError(f"circuit node name {name!r} appears twice")
         layer = _int_or_none(n.get("layer"), f"layer of node {name!r}")
         head = _int_or_none(n.get("head"), f"head of node {name!r}")
-        if kind in ("head", "mlp") and layer is None:
+        if kind in ("head", "mlp", "attn_in") and layer is None:
             raise ValueError(f"circuit node {name!r} ({kind}) needs an integer 'layer'")
         if kind == "head" and head is None:
             raise ValueError(f"circuit node {name!r} (head) needs an integer 'head'")
@@ -182,6 +184,9 @@ def _layout(data: Mapping[str, Any], nodes: dict[str, _Node]) -> dict[str, tuple
         elif n.kind == "head":
             assert n.layer is not None and n.head is not None
             pos[n.name] = (n.head - (n_heads - 1) / 2, float(n.layer + 1))
+        elif n.kind == "attn_in":  # left of the layer's heads, a little below them
+            assert n.layer is not None
+            pos[n.name] = (-(n_heads - 1) / 2 - 1.2, n.layer + 0.75)
         else:
             assert n.layer is not None
             pos[n.name] = (mlp_x, n.layer + 1.5)
@@ -292,6 +297,7 @@ _SHAPES = {
     "head": '<circle r="15"',
     "mlp": '<rect x="-13" y="-13" width="26" height="26" rx="2"',
     "logits": '<polygon points="0,-14 27,0 0,14 -27,0"',
+    "attn_in": '<rect x="-16" y="-8" width="32" height="16" rx="8"',
 }
 
 
@@ -343,7 +349,13 @@ def to_svg(data: Mapping[str, Any], *, only_circuit: bool = True, max_edges: int
 
 # ----------------------------------------------------------------------------- PNG
 
-_MARKERS = {"input": ("s", 260), "head": ("o", 330), "mlp": ("s", 220), "logits": ("D", 230)}
+_MARKERS = {
+    "input": ("s", 260),
+    "head": ("o", 330),
+    "mlp": ("s", 220),
+    "logits": ("D", 230),
+    "attn_in": ("h", 160),
+}
 
 
 def _png_edges(ax: Any, v: _View) -> None:
