@@ -310,3 +310,22 @@ def test_localisation_stage(demo_run):
     assert loc["atp_vs_exact"]["correlation"] > 0.8
     page = (demo_run / "index.html").read_text()
     assert "<h2>Localisation</h2>" in page and 'src="results/ioi-heads/heatmap.png"' in page
+
+
+@pytest.mark.real
+def test_circuit_stage(demo_run):
+    from mechscope.circuits.circuit import Circuit
+
+    c = json.loads((demo_run / "circuit.json").read_text())
+    faith = c["curve"]["faithfulness"]
+    assert c["curve"]["fractions"][0] == 0.0 and faith[0] == pytest.approx(0.0, abs=1e-4)
+    assert max(faith) > 0.2  # a few percent of the edges already recover part of the logit difference
+    check = c["top_check"]
+    assert len(check["edges"]) == 20 and check["pearson"] > 0.5 and check["sign_agreement"] >= 0.7
+    circuit = Circuit.load(demo_run / c["dir"])
+    assert circuit.method == "eap-ig" and 0 < c["circuit_edges"] <= 150
+    for key in ("graph_png", "curve_png"):
+        assert (demo_run / c[key]).read_bytes().startswith(PNG_MAGIC)
+    assert (demo_run / c["graph_html"]).is_file()
+    page = (demo_run / "index.html").read_text()
+    assert "<h2>Circuit</h2>" in page and c["graph_html"] in page

@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--quick",
         action="store_true",
-        help="skip the localisation and dictionary stages (only factual recall and the logit lens)",
+        help="skip the localisation, circuit and dictionary stages (only factual recall and the logit lens)",
     )
     demo.add_argument(
         "--no-sae",
@@ -314,7 +314,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .pipeline.demo import DemoConfig, run_demo
 
     config = DemoConfig(
-        model=args.model, out=args.out, device=args.device, localise=not args.quick,
+        model=args.model, out=args.out, device=args.device, localise=not args.quick, circuit=not args.quick,
         sae=not (args.quick or args.no_sae),
     )  # fmt: skip
     run_dir = run_demo(config, progress=_progress)

@@ -1,1 +1,27 @@
-"""Circuit discovery: the edge graph, exact edge patching, EAP, EAP-IG, ACDC, faithfulness (issue 6)."""
+"""Circuit discovery: the edge graph, one edge-intervention engine, exact edge patching, EAP,
+EAP-IG, ACDC, circuits with faithfulness curves, and their graphs (see docs/circuits.md)."""
+
+from __future__ import annotations
+
+from . import methods
+from .circuit import Circuit, connected
+from .engine import ABLATIONS, EdgeEngine, EdgeProblem
+from .faithfulness import Curve, baselines, completeness, curve, faithfulness, roc_auc
+from .graph import Graph, Receiver
+
+__all__ = [
+    "ABLATIONS",
+    "Circuit",
+    "Curve",
+    "EdgeEngine",
+    "EdgeProblem",
+    "Graph",
+    "Receiver",
+    "baselines",
+    "completeness",
+    "connected",
+    "curve",
+    "faithfulness",
+    "methods",
+    "roc_auc",
+]

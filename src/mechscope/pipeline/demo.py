@@ -92,6 +92,8 @@ class DemoConfig:
     """Also localise IOI and factual recall (patching, attribution) and add them to the page."""
     localise_n: int = 8
     """Prompts per task in the localisation stage."""
+    circuit: bool = True
+    """Also find the IOI circuit with EAP-IG (faithfulness curve, graph, top edges checked exactly)."""
     sae: bool = True
     """Also train and evaluate a TopK SAE on the middle residual stream and add it to the page."""
     sae_config: SAEStageConfig = dataclasses.field(default_factory=SAEStageConfig)
@@ -125,6 +127,10 @@ def run_demo(config: DemoConfig | None = None, *, progress: Progress | None = No
         from .localise import localise
 
         localise(model, run_dir, n=config.localise_n, say=say)
+    if config.circuit:
+        from .circuit_stage import circuit_stage
+
+        circuit_stage(model, run_dir, n=config.localise_n, say=say)
     if config.sae:
         from .sae_stage import sae_stage
 

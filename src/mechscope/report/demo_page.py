@@ -182,6 +182,7 @@ def render_demo(run_dir: str | Path) -> Path:
             _factual_section(run.results["factual"]),
             _lens_section(run),
             _localisation_section(run.path),
+            _circuit_section(run.path),
             _dictionary_section(run.path),
             _meta_section(run.meta),
         ]
@@ -293,6 +294,38 @@ def _localisation_section(run_dir: Path) -> str:
         f"<p>Attribution patching of the heads correlates {c['correlation']:.3f} with exact patching "
         f"and took {c['atp_seconds']} s against {c['exact_seconds']} s.</p>\n"
         f"{figures}\n</section>"
+    )
+
+
+def _circuit_section(run_dir: Path) -> str:
+    """The IOI circuit: top edges, exact checks, faithfulness curve and graph (absent when skipped)."""
+    path = run_dir / "circuit.json"
+    if not path.exists():
+        return ""
+    c = _read_json(path, ("top_edges", "curve", "top_check", "graph_png", "graph_html", "curve_png"))
+    check = c["top_check"]
+    rows = "\n".join(
+        f'<tr><td>{_e(name)}</td><td class="num">{est:+.3f}</td><td class="num">{ex:+.3f}</td></tr>'
+        for name, est, ex in zip(check.get("edges", []), check.get("score", []), check.get("exact", []))
+    )
+    curve = c["curve"]
+    points = ", ".join(f"{f:.1%}: {v:.2f}" for f, v in zip(curve["fractions"], curve["faithfulness"]))
+    return (
+        "<section>\n<h2>Circuit</h2>\n"
+        f"<p>EAP-IG over all {c.get('n_edges')} edges of the residual-stream graph, IOI logit difference, "
+        f"{_e(c.get('ablation'))} ablation ({_e(c.get('method_seconds'))} s; whole stage "
+        f"{_e(c.get('stage_seconds'))} s). Faithfulness of the top-k circuit by fraction of edges kept: "
+        f"{_e(points)} (CPR {curve['cpr']:.2f}, CMD {curve['cmd']:.2f}).</p>\n"
+        f"<h3>Top edges: EAP-IG estimate against exact edge patching</h3>\n"
+        f"<p>Pearson correlation {_num(check.get('pearson'), '.3f')}, same sign for "
+        f"{_num(check.get('sign_agreement'), '.0%')} of them.</p>\n"
+        "<table>\n<thead><tr><th>edge</th><th>EAP-IG</th><th>exact</th></tr></thead>\n"
+        f"<tbody>\n{rows}\n</tbody>\n</table>\n"
+        f'<figure><img src="{_e(c["curve_png"])}" alt="faithfulness curve"><figcaption>Faithfulness against '
+        "circuit size</figcaption></figure>\n"
+        f'<figure><img src="{_e(c["graph_png"])}" alt="circuit graph" style="max-height:900px">'
+        f'<figcaption>The circuit\'s top edges — <a href="{_e(c["graph_html"])}">interactive graph</a>'
+        "</figcaption></figure>\n</section>"
     )
 
 
