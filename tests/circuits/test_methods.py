@@ -43,6 +43,7 @@ def test_methods_recover_the_declared_circuit(name):
     assert roc_auc(methods.exact(engine, batch=7), truth) >= 0.99
     # m = 10: the histogram's MLP is a saturated step function; at m = 5 EAP-IG's AUC there is 0.90
     assert roc_auc(methods.eap_ig(engine, steps=10), truth) >= 0.99
+    assert roc_auc(methods.eap_ig_activations(engine, steps=10), truth) >= 0.99
     scores, kept = methods.acdc(engine, tau=0.01)
     assert roc_auc(scores, truth) >= 0.99
     assert torch.equal(kept, truth)
@@ -95,6 +96,9 @@ def test_eap_equals_exact_patching_on_a_linear_model():
             exact, eap = methods.exact(engine), methods.eap(engine)
             assert exact.abs().max() > 0.01
             torch.testing.assert_close(eap, exact, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                methods.eap_ig_activations(engine, steps=2), exact, atol=1e-5, rtol=1e-4
+            )
 
 
 def _constant(pattern):

@@ -205,9 +205,11 @@ class EdgeEngine:
 
     # ------------------------------------------------------------------ gradients
 
-    def receiver_grads(self, alpha: float = 0.0) -> Tensor:  # [R, n, pos, d_model]
-        """``∂(Σ metric)/∂x_r`` for every receiver, with the inputs at ``clean + alpha (ablated − clean)``."""
-        state = _GradState(self, alpha)
+    def receiver_grads(self, alpha: float = 0.0, layer: int = -1) -> Tensor:  # [R, n, pos, d_model]
+        """``∂(Σ metric)/∂x_r`` for every receiver, with the outputs of one group of sources moved to
+        ``clean + alpha (ablated − clean)``: the input embeddings (``layer=-1``), or block ``layer``'s
+        heads and MLP."""
+        state = _GradState(self, alpha, layer)
         with torch.enable_grad(), self.model.hooks(state.hooks(), split_attention=state.splits(), grad=True):
             logits = self.model(self.clean, logits_to_keep=self.problem.logits_to_keep)
             total = self.problem.metric(logits).sum()
@@ -307,8 +309,8 @@ class _RunState:
 class _GradState:
     """The hooks of one gradient run: receiver inputs as separate tensors; interpolated inputs."""
 
-    def __init__(self, engine: EdgeEngine, alpha: float) -> None:
-        self.e, self.alpha = engine, alpha
+    def __init__(self, engine: EdgeEngine, alpha: float, layer: int = -1) -> None:
+        self.e, self.alpha, self.layer = engine, alpha, layer
         self.captured: list[tuple[Tensor, list[int]]] = []
         """(tensor, receivers): one receiver's input, or a split layer's copies [batch, copies, pos, d]."""
 
@@ -332,15 +334,30 @@ class _GradState:
         g = self.e.graph
         hooks: list[tuple[str, Any]] = []
         if self.alpha:
-            # the input node's ablated minus clean output (embed + pos), added to the embedding
-            delta = self.e.abl_out[0] - self.e.clean_out[0]
-            hooks.append(("hook_embed", lambda t, hook: t + self.alpha * delta))
+            hooks += self._interpolation()
         for layer in range(g.n_layers):
             if g.mode == "layer":
                 hooks.append((f"blocks.{layer}.hook_attn_in", self._capture(g.receiver_index(f"a{layer}"))))
             if g.mlp:
                 hooks.append((f"blocks.{layer}.hook_mlp_in", self._capture(g.receiver_index(f"m{layer}"))))
         hooks.append((f"blocks.{g.n_layers - 1}.hook_resid_post", self._capture(g.receiver_index("logits"))))
+        return hooks
+
+    def _interpolation(self) -> list[tuple[str, Any]]:
+        """Hooks moving one group of sources ``alpha`` of the way to their ablated outputs."""
+        e, a = self.e, self.alpha
+        delta = e.abl_out - e.clean_out  # [S, n, pos, d]
+        if self.layer < 0:  # the input node (embed + pos), through the embedding
+            return [("hook_embed", lambda t, hook: t + a * delta[0])]
+        g = e.graph
+        first = g.source_pos[f"a{self.layer}.h0"]
+        heads = delta[first : first + g.n_heads].permute(1, 2, 0, 3)  # [n, pos, head, d]
+        hooks: list[tuple[str, Any]] = [
+            (f"blocks.{self.layer}.attn.hook_result", lambda t, hook: t + a * heads)
+        ]
+        if g.mlp:
+            mlp = delta[g.source_pos[f"m{self.layer}"]]
+            hooks.append((f"blocks.{self.layer}.hook_mlp_out", lambda t, hook: t + a * mlp))
         return hooks
 
     def _capture(self, r: int) -> Callable[[Tensor, Any], Tensor]:

@@ -11,6 +11,9 @@ clean); rank by ``|score|``.
 * **EAP-IG** over inputs (Hanna, Pezzelle & Belinkov 2024): the gradient averaged over ``steps``
   points on the straight line from the clean to the ablated input embeddings (midpoints
   ``(k + 1/2)/steps``), times ``(ã_s − o_s)``: ``steps`` forward and backward passes.
+* **EAP-IG over activations**: for each group of sources (the input embeddings, each block's
+  heads and MLP) in turn, only that group's outputs are moved along the line from clean to
+  ablated; its edges get ``(ã_s − o_s)`` times the averaged receiver gradients.
 * **ACDC** (Conmy et al. 2023): start from the full graph; visit receivers in reverse
   topological order and, for each, its incoming edges from the latest source back; drop an
   edge for good when the metric moves by less than ``tau`` (absolute) from the current
@@ -72,6 +75,26 @@ def eap_ig(engine: EdgeEngine, steps: int = 5, progress: bool = False) -> Tensor
     return engine.edge_products(total / steps)
 
 
+def eap_ig_activations(engine: EdgeEngine, steps: int = 5, progress: bool = False) -> Tensor:  # [E]
+    """EAP-IG over activations: for each group of sources (the input embeddings, then each block's
+    heads and MLP), the receivers' gradients averaged over ``steps`` midpoints with only that
+    group's outputs moved from clean to ablated, times ``(ã_s − o_s)``, for that group's edges.
+    ``steps * (n_layers + 1)`` forward and backward passes."""
+    if steps < 1:
+        raise MechscopeError(f"EAP-IG needs steps >= 1, not {steps}")
+    graph = engine.graph
+    src_layer = torch.tensor([graph.node_info(s)["layer"] for s in graph.sources])[graph.edge_pairs[:, 0]]
+    out = torch.zeros(graph.n_edges)
+    groups = range(-1, graph.n_layers)
+    for layer in tqdm(groups, disable=not progress, desc="EAP-IG (activations)", unit="group"):
+        total = engine.receiver_grads(0.5 / steps, layer=layer)
+        for k in range(1, steps):
+            total = total + engine.receiver_grads((k + 0.5) / steps, layer=layer)
+        mine = src_layer == layer
+        out[mine] = engine.edge_products(total / steps)[mine]
+    return out
+
+
 def acdc(
     engine: EdgeEngine, tau: float, progress: bool = False
 ) -> tuple[Tensor, Tensor]:  # scores [E], kept [E] bool
@@ -124,5 +147,10 @@ def exact_nodes(engine: EdgeEngine, batch: int = 32) -> dict[str, float]:
     return out
 
 
-METHODS: dict[str, Callable[..., Tensor]] = {"exact": exact, "eap": eap, "eap-ig": eap_ig}
+METHODS: dict[str, Callable[..., Tensor]] = {
+    "exact": exact,
+    "eap": eap,
+    "eap-ig": eap_ig,
+    "eap-ig-activations": eap_ig_activations,
+}
 """Edge-scoring methods by name (ACDC returns a circuit as well: see :func:`acdc`)."""
