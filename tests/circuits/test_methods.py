@@ -165,3 +165,25 @@ def test_roc_auc_closed_form():
         roc_auc(torch.tensor([0.0, 2.0, 1.0, 3.0]), torch.tensor([True, True, False, False])) == 0.25
     )  # 1 of 4 pairs
     assert roc_auc(torch.tensor([1.0, 1.0]), torch.tensor([True, False])) == 0.5
+
+
+def test_per_position_scores_add_up_and_match_exact_on_a_linear_model():
+    model = _linear_toy()
+    gen = torch.Generator().manual_seed(5)
+    clean, corrupt = torch.randint(0, 11, (3, 6), generator=gen), torch.randint(0, 11, (3, 6), generator=gen)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(clean, names=[f"blocks.{i}.attn.hook_pattern" for i in range(2)])
+    frozen = [
+        (f"blocks.{i}.attn.hook_pattern", _constant(cache[f"blocks.{i}.attn.hook_pattern"])) for i in range(2)
+    ]
+    with model.hooks(frozen):
+        engine = EdgeEngine(
+            model, Graph.from_model(model), EdgeProblem(clean, corrupt, lambda lg: lg[:, -1, 1], 1)
+        )
+        per_pos = methods.eap(engine, per_position=True)  # [pos, E]
+        assert per_pos.shape == (6, engine.graph.n_edges)
+        torch.testing.assert_close(per_pos.sum(0), methods.eap(engine), atol=1e-5, rtol=1e-5)
+        edges = torch.tensor([0, 3, engine.graph.n_edges - 1])
+        exact = methods.exact_per_position(engine, edges, batch=5)  # [pos, 3]
+        torch.testing.assert_close(exact, per_pos[:, edges], atol=1e-5, rtol=1e-4)
+        assert exact.abs().max() > 0.01

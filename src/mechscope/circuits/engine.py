@@ -147,11 +147,15 @@ class EdgeEngine:
 
     # ------------------------------------------------------------------ masked runs
 
-    def run(self, keep: Tensor, start: int = 0) -> Tensor:  # keep [V, E] bool -> metric [V, n]
+    def run(
+        self, keep: Tensor, start: int = 0, positions: Tensor | None = None
+    ) -> Tensor:  # keep [V, E] bool -> metric [V, n]
         """The metric of each variant: receivers read ablated outputs along its dropped edges.
 
         ``start``: every dropped edge goes into a receiver of block ``start`` or later (``n_layers``:
         only into ``logits``), so blocks before it are the clean run's and are not recomputed.
+        ``positions [V, pos]`` (bool): drop each variant's edges at these positions only (padded
+        coordinates; default: every position).
         """
         keep = keep.to(torch.bool)
         if keep.dim() != 2 or keep.shape[1] != self.graph.n_edges:
@@ -163,7 +167,11 @@ class EdgeEngine:
         dropped[:, self._pairs[:, 0], self._pairs[:, 1]] = (~keep).float()
         if start and bool(dropped[:, :, self._receiver_layer < start].any()):
             raise MechscopeError(f"a dropped edge goes into a receiver before block {start}")
-        state = _RunState(self, v, dropped)
+        if positions is not None and positions.shape != (v, self.clean.tokens.shape[1]):
+            raise MechscopeError(
+                f"positions must be [variants, {self.clean.tokens.shape[1]}], got {tuple(positions.shape)}"
+            )
+        state = _RunState(self, v, dropped, positions)
         with torch.no_grad():
             if start == 0:
                 with self.model.hooks(state.hooks(), split_attention=state.splits()):
@@ -215,9 +223,13 @@ class EdgeEngine:
             total = self.problem.metric(logits).sum()
             return state.grads(total)
 
-    def edge_products(self, grads: Tensor) -> Tensor:  # grads [R, n, pos, d] -> [E]
-        """``mean_n Σ_pos (ã_s − o_s) · g_r`` for every edge: the linear estimate of dropping it."""
+    def edge_products(self, grads: Tensor, per_position: bool = False) -> Tensor:  # -> [E] or [pos, E]
+        """``mean_n Σ_pos (ã_s − o_s) · g_r`` for every edge (``grads [R, n, pos, d]``): the linear
+        estimate of dropping it; ``per_position``: one estimate per position, ``[pos, E]``."""
         delta = self.abl_out - self.clean_out  # [S, n, pos, d]
+        if per_position:
+            per_pos = torch.einsum("snpd,rnpd->psr", delta, grads) / self.n
+            return per_pos[:, self._pairs[:, 0], self._pairs[:, 1]]
         per_pair = torch.einsum("snpd,rnpd->sr", delta, grads) / self.n
         return per_pair[self._pairs[:, 0], self._pairs[:, 1]]
 
@@ -225,8 +237,9 @@ class EdgeEngine:
 class _RunState:
     """The hooks of one masked run (see :meth:`EdgeEngine.run`)."""
 
-    def __init__(self, engine: EdgeEngine, v: int, dropped: Tensor) -> None:
+    def __init__(self, engine: EdgeEngine, v: int, dropped: Tensor, positions: Tensor | None = None) -> None:
         self.e, self.v, self.dropped = engine, v, dropped  # dropped [V, S, R]
+        self.positions = positions  # [V, pos] bool or None
         self.cur: list[Tensor | None] = [None] * len(engine.graph.sources)
         g = engine.graph
         self.head0 = {layer: g.source_pos[f"a{layer}.h0"] for layer in range(g.n_layers)}
@@ -240,6 +253,8 @@ class _RunState:
         cur = torch.stack([self.cur[s] for s in avail]).view(len(avail), self.v, n, *self.e.abl_out.shape[2:])  # type: ignore[misc]
         diff = cur - self.e.abl_out[avail][:, None]  # [s, V, n, pos, d]
         out = torch.einsum("svnpd,vsr->vnrpd", diff, mask[:, avail].to(diff.dtype))
+        if self.positions is not None:  # [V, n, r, pos, d] * [V, 1, 1, pos, 1]
+            out = out * self.positions[:, None, None, :, None].to(out.dtype)
         return out.flatten(0, 1)
 
     def hooks(self) -> list[tuple[str, Any]]:

@@ -58,12 +58,14 @@ def exact_edges(engine: EdgeEngine, edges: Tensor, batch: int = 32, progress: bo
     return out
 
 
-def eap(engine: EdgeEngine) -> Tensor:  # [E]
+def eap(engine: EdgeEngine, per_position: bool = False) -> Tensor:  # [E] or [pos, E]
     """Edge attribution patching: the first-order estimate from clean-run gradients."""
-    return engine.edge_products(engine.receiver_grads())
+    return engine.edge_products(engine.receiver_grads(), per_position)
 
 
-def eap_ig(engine: EdgeEngine, steps: int = 5, progress: bool = False) -> Tensor:  # [E]
+def eap_ig(
+    engine: EdgeEngine, steps: int = 5, progress: bool = False, per_position: bool = False
+) -> Tensor:  # [E] or [pos, E]
     """EAP with integrated gradients over the input embeddings (``steps`` midpoints)."""
     if steps < 1:
         raise MechscopeError(f"EAP-IG needs steps >= 1, not {steps}")
@@ -72,7 +74,26 @@ def eap_ig(engine: EdgeEngine, steps: int = 5, progress: bool = False) -> Tensor
         g = engine.receiver_grads(alpha=(k + 0.5) / steps)
         total = g if total is None else total + g
     assert total is not None
-    return engine.edge_products(total / steps)
+    return engine.edge_products(total / steps, per_position)
+
+
+def exact_per_position(engine: EdgeEngine, edges: Tensor, batch: int = 32) -> Tensor:  # [pos, k]
+    """``metric(edge dropped at one position) − metric(clean)`` for the given edges at every position."""
+    n_edges, width = engine.graph.n_edges, engine.clean.tokens.shape[1]
+    base = engine.clean_metric.mean()
+    pairs = [(e, p) for e in edges.tolist() for p in range(width)]
+    out = torch.empty(len(pairs))
+    layers = engine.receiver_layer(edges).tolist()
+    start_of = dict(zip(edges.tolist(), layers, strict=True))
+    for i in range(0, len(pairs), batch):
+        chunk = pairs[i : i + batch]
+        keep = torch.ones(len(chunk), n_edges, dtype=torch.bool)
+        where = torch.zeros(len(chunk), width, dtype=torch.bool)
+        for j, (e, p) in enumerate(chunk):
+            keep[j, e], where[j, p] = False, True
+        start = min(start_of[e] for e, _ in chunk)
+        out[i : i + len(chunk)] = engine.run(keep, start=start, positions=where).mean(dim=1) - base
+    return out.view(len(edges), width).T
 
 
 def eap_ig_activations(engine: EdgeEngine, steps: int = 5, progress: bool = False) -> Tensor:  # [E]
