@@ -7,6 +7,7 @@ from . import methods
 from .circuit import Circuit, connected
 from .engine import ABLATIONS, EdgeEngine, EdgeProblem
 from .faithfulness import Curve, baselines, completeness, curve, faithfulness, roc_auc
+from .features import FeatureScores, exact_feature_effects, feature_scores
 from .graph import Graph, Receiver
 
 __all__ = [
@@ -15,13 +16,16 @@ __all__ = [
     "Curve",
     "EdgeEngine",
     "EdgeProblem",
+    "FeatureScores",
     "Graph",
     "Receiver",
     "baselines",
     "completeness",
     "connected",
     "curve",
+    "exact_feature_effects",
     "faithfulness",
+    "feature_scores",
     "methods",
     "roc_auc",
 ]

@@ -63,10 +63,8 @@ def eap(engine: EdgeEngine, per_position: bool = False) -> Tensor:  # [E] or [po
     return engine.edge_products(engine.receiver_grads(), per_position)
 
 
-def eap_ig(
-    engine: EdgeEngine, steps: int = 5, progress: bool = False, per_position: bool = False
-) -> Tensor:  # [E] or [pos, E]
-    """EAP with integrated gradients over the input embeddings (``steps`` midpoints)."""
+def eap_ig_grads(engine: EdgeEngine, steps: int = 5, progress: bool = False) -> Tensor:  # [R, n, pos, d]
+    """Receiver gradients averaged over ``steps`` midpoints from the clean to the ablated input embeddings."""
     if steps < 1:
         raise MechscopeError(f"EAP-IG needs steps >= 1, not {steps}")
     total = None
@@ -74,7 +72,14 @@ def eap_ig(
         g = engine.receiver_grads(alpha=(k + 0.5) / steps)
         total = g if total is None else total + g
     assert total is not None
-    return engine.edge_products(total / steps, per_position)
+    return total / steps
+
+
+def eap_ig(
+    engine: EdgeEngine, steps: int = 5, progress: bool = False, per_position: bool = False
+) -> Tensor:  # [E] or [pos, E]
+    """EAP with integrated gradients over the input embeddings (``steps`` midpoints)."""
+    return engine.edge_products(eap_ig_grads(engine, steps, progress), per_position)
 
 
 def exact_per_position(engine: EdgeEngine, edges: Tensor, batch: int = 32) -> Tensor:  # [pos, k]
