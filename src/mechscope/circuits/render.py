@@ -480,7 +480,7 @@ def to_html(
     section = to_html_fragment(data, title=title, only_circuit=only_circuit, max_edges=max_edges)
     page_title = title or "Circuit: " + _what(data)
     page = (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<link rel="icon" href="data:,">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{_e(page_title)}</title>\n<style>body{{margin:16px;background:#fff}}</style>\n"
         f"</head>\n<body>\n{section}</body>\n</html>\n"
