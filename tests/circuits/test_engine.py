@@ -94,6 +94,8 @@ def test_bad_input(toy):
         EdgeEngine(toy, graph, EdgeProblem(clean, None, _logit_metric, 0))
     with pytest.raises(MechscopeError, match="align"):
         EdgeEngine(toy, graph, EdgeProblem(clean, clean[:1], _logit_metric, 0))
+    with pytest.raises(MechscopeError, match="not this model's"):
+        EdgeEngine(toy, Graph(3, 2, 2), EdgeProblem(clean, None, _logit_metric, 0), ablation="zero")
     engine = EdgeEngine(toy, graph, EdgeProblem(clean, None, _logit_metric, 0), ablation="zero")
     with pytest.raises(MechscopeError, match="edge masks"):
         engine.run(torch.ones(1, 3, dtype=torch.bool))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from mechscope.models.runtime import RunState, SplitAttention
+from mechscope.models.runtime import RunState
+from mechscope.models.split import SplitAttention
 
 
 def _tokens(model, n=2, pos=7, seed=0):

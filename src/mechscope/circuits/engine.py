@@ -5,7 +5,7 @@ A source's output ``o_s [batch, pos, d_model]`` is what it adds to the residual 
 ``hook_embed`` (+ ``hook_pos_embed``) for ``input``, ``attn.hook_result[:, :, h]`` for head
 ``h`` (bias excluded), ``hook_mlp_out`` for an MLP. A receiver's input is the sum of its
 upstream sources' outputs plus constants (biases), read at ``blocks.L.hook_attn_in`` (layer
-mode) or per head through :class:`~mechscope.models.runtime.SplitAttention` (qkv mode), at
+mode) or per head through :class:`~mechscope.models.split.SplitAttention` (qkv mode), at
 ``blocks.L.hook_mlp_in``, and, for ``logits``, at the last block's ``hook_resid_post``.
 
 1. **Edge interventions.** ``V`` edge masks ``keep [V, E]`` run together in one batch
@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ..errors import MechscopeError
 from ..models import HookedModel, TokenBatch
-from ..models.runtime import SplitAttention
+from ..models.split import SplitAttention
 from .graph import Graph
 
 ABLATIONS = ("corrupted", "mean", "zero")
@@ -80,6 +80,17 @@ class EdgeEngine:
                 f"{model.cfg.family} applies a norm after attention, so its heads' outputs do not add up in "
                 "the residual stream; mechscope's edge graph needs additive heads (GPT-2, GPT-NeoX, Llama, "
                 "Mistral, Qwen2 and the toy transformer have them)"
+            )
+        c = model.cfg
+        if (graph.n_layers, graph.n_heads, graph.n_kv_heads, graph.mlp) != (
+            c.n_layers,
+            c.n_heads,
+            c.n_kv_heads,
+            c.d_mlp > 0,
+        ):
+            raise MechscopeError(
+                f"the graph ({graph.n_layers} layers, {graph.n_heads} heads) is not this model's "
+                f"({c.n_layers} layers, {c.n_heads} heads): build it with Graph.from_model(model)"
             )
         self.model, self.graph, self.problem, self.ablation = model, graph, problem, ablation
         self.clean = _batch(model, problem.clean)

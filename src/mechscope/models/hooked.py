@@ -305,7 +305,7 @@ class HookedModel:
         replacement tensor or None (after editing in place). Inside the block, calls to this
         model, to :meth:`generate` and to ``hf_model`` itself all run with the hooks.
         ``split_attention`` gives chosen layers' heads separate q/k/v inputs
-        (:class:`~mechscope.models.runtime.SplitAttention`, used by circuit discovery);
+        (:class:`~mechscope.models.split.SplitAttention`, used by circuit discovery);
         ``grad`` makes activations require grad even when the weights are frozen.
         """
         state = self._state(fwd_hooks, bwd_hooks, grad=grad)

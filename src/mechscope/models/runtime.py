@@ -41,6 +41,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from ..errors import HookError, HookShapeError, MechscopeError
 from .adapters import Adapter, get_path
 from .names import BLOCK_SITES, GLOBAL_POST_SITES, GLOBAL_PRE_SITES, SITES, parse
+from .split import SplitAttention, select_split, split_attention
 
 HookFn = Callable[[Tensor, "HookPoint"], Tensor | None]
 
@@ -86,28 +87,6 @@ class RunState:
     computes the rest of that block for the last position only (later sites there see one position)."""
     split_attn: dict[int, SplitAttention] = field(default_factory=dict)
     """Layers whose heads read separate inputs (see :class:`SplitAttention`)."""
-
-
-@dataclass(frozen=True)
-class SplitAttention:
-    """Separate attention inputs per head and per q/k/v at one layer (circuit discovery).
-
-    ``inputs(attn_in)`` maps the attention branch's input ``[batch, pos, d_model]`` to
-    ``copies`` inputs ``[batch, copies, pos, d_model]``; query head ``h`` is computed from copy
-    ``q_copy[h]``, key/value head ``g`` from ``k_copy[g]`` / ``v_copy[g]``. The layer's norm
-    and projections run on every copy (their cost grows with ``copies``); the attention
-    kernel and everything after it run once. ``ln1.hook_normalized`` does not fire at a
-    split layer.
-    """
-
-    inputs: Callable[[Tensor], Tensor]
-    """``attn_in [batch, pos, d_model] -> [batch, copies, pos, d_model]``."""
-    q_copy: Tensor
-    """``[head]`` long: the copy each query head reads."""
-    k_copy: Tensor
-    """``[kv_head]`` long: the copy each key head reads."""
-    v_copy: Tensor
-    """``[kv_head]`` long: the copy each value head reads."""
 
 
 class StopForward(Exception):
@@ -238,56 +217,9 @@ def _block_forward(rt: Runtime, layer: int, hidden_states: Tensor, *args: Any, *
     attn_in = _fire_copy(rt, n.attn_in, resid_pre)
     split = rt.state.split_attn.get(layer)
     if split is not None:
-        return finish_block(rt, layer, resid_pre, _split_attention(rt, layer, split, attn_in, attn_kwargs))
+        return finish_block(rt, layer, resid_pre, split_attention(rt, layer, split, attn_in, attn_kwargs))
     x = fire(rt, n.ln1, p.ln1(attn_in))
     return finish_block(rt, layer, resid_pre, p.attn(x, **attn_kwargs)[0])
-
-
-def _split_attention(
-    rt: Runtime, layer: int, split: SplitAttention, attn_in: Tensor, kwargs: dict[str, Any]
-) -> Tensor:  # [batch, pos, d_model]: the attention module's output
-    """Run the attention module on every copy of :class:`SplitAttention`; keep copy 0's output."""
-    x = split.inputs(attn_in)  # [batch, copies, pos, d_model]
-    b, r = x.shape[:2]
-    rt.split_now = (layer, split, b, r)
-    try:
-        out = rt.parts[layer].attn(rt.parts[layer].ln1(x.flatten(0, 1)), **_repeat_rows(kwargs, b, r))[0]
-    finally:
-        rt.split_now = None
-    return out.view(b, r, *out.shape[1:])[:, 0]
-
-
-def _repeat_rows(value: Any, b: int, r: int) -> Any:
-    """Repeat every batch-leading tensor (2-D or more, first dim ``b``) ``r`` times per row."""
-    if isinstance(value, Tensor):
-        return value.repeat_interleave(r, dim=0) if value.dim() >= 2 and value.shape[0] == b else value
-    if isinstance(value, dict):
-        return {k: _repeat_rows(v, b, r) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_repeat_rows(v, b, r) for v in value)
-    return value
-
-
-def _select_split(
-    rt: Runtime, query: Tensor, key: Tensor, value: Tensor, mask: Any, kwargs: dict[str, Any]
-) -> tuple[Tensor, Tensor, Tensor, Any, dict[str, Any]]:
-    """Each head's q/k/v from its own copy (HF layout ``[batch*copies, head, pos, d]`` -> ``[batch, ...]``)."""
-    _, split, b, r = rt.split_now  # type: ignore[misc]
-
-    def pick(t: Tensor, copy: Tensor) -> Tensor:
-        t = t.view(b, r, *t.shape[1:])
-        return t[:, copy.to(t.device), torch.arange(t.shape[2], device=t.device)]
-
-    def first(v: Any) -> Any:
-        return v[::r] if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[0] == b * r else v
-
-    return (
-        pick(query, split.q_copy),
-        pick(key, split.k_copy),
-        pick(value, split.v_copy),
-        first(mask),
-        {k: first(v) for k, v in kwargs.items()},
-    )
 
 
 def finish_block(rt: Runtime, layer: int, resid_pre: Tensor, a: Tensor, *, normed: bool = False) -> Tensor:
@@ -338,7 +270,7 @@ def _dispatch_attention(
     n = rt.names[layer]
     split = rt.split_now is not None and rt.split_now[0] == layer
     if split:
-        query, key, value, attention_mask, kwargs = _select_split(
+        query, key, value, attention_mask, kwargs = select_split(
             rt, query, key, value, attention_mask, kwargs
         )
     query = _fire_heads(rt, n.q, query)
