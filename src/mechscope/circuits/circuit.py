@@ -101,6 +101,7 @@ class Circuit:
                  "score": float(self.scores[i]), "in_circuit": bool(mask[i])}
             )  # fmt: skip
         nodes = [self.graph.node_info(n) for n in self.graph.nodes]
+        nodes += [self.graph.node_info(f"m{layer}") for layer, _ in self.graph.features]  # split MLPs' inputs
         if self.graph.mode == "layer":  # layer receivers are drawn as nodes of their own
             nodes += [
                 {"name": f"a{L}", "kind": "attn_in", "layer": L, "head": None}
@@ -145,9 +146,11 @@ class Circuit:
             raise ArtifactError(f"{path} is not a readable circuit: {e}") from e
         if data.get("kind") != "circuit" or data.get("schema_version") != SCHEMA:
             raise ArtifactError(f"{path}/circuit.json is not a circuit of schema {SCHEMA}")
+        features = tuple((int(layer), tuple(int(i) for i in ids)) for layer, ids in data.get("features", []))
         graph = Graph(
-            data["n_layers"], data["n_heads"], data["n_kv_heads"], data["mlp"], data["parallel"], data["mode"]
-        )
+            data["n_layers"], data["n_heads"], data["n_kv_heads"], data["mlp"], data["parallel"], data["mode"],
+            features,
+        )  # fmt: skip
         scores = tensors["scores"]
         if scores.shape != (graph.n_edges,) or not all(math.isfinite(x) for x in scores.tolist()):
             raise ArtifactError(

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..dictionary.base import Dictionary
 from ..errors import MechscopeError
 from ..models import HookedModel, TokenBatch
 from ..models.split import SplitAttention
@@ -71,7 +72,12 @@ class EdgeEngine:
     """Runs ``model`` on ``problem`` with edge interventions over ``graph`` (see the module docstring)."""
 
     def __init__(
-        self, model: HookedModel, graph: Graph, problem: EdgeProblem, ablation: str = "corrupted"
+        self,
+        model: HookedModel,
+        graph: Graph,
+        problem: EdgeProblem,
+        ablation: str = "corrupted",
+        dictionaries: dict[int, Dictionary] | None = None,
     ) -> None:
         if ablation not in ABLATIONS:
             raise MechscopeError(f"ablation must be one of {ABLATIONS}, not {ablation!r}")
@@ -93,6 +99,15 @@ class EdgeEngine:
                 f"({c.n_layers} layers, {c.n_heads} heads): build it with Graph.from_model(model)"
             )
         self.model, self.graph, self.problem, self.ablation = model, graph, problem, ablation
+        self.dictionaries = dict(dictionaries or {})
+        missing = [layer for layer, _ in graph.features if layer not in self.dictionaries]
+        if missing:
+            raise MechscopeError(f"the graph splits MLPs {missing} into features: pass their dictionaries")
+        for layer, d in self.dictionaries.items():
+            if d.config.d_in != c.d_model:
+                raise MechscopeError(
+                    f"the dictionary for m{layer} reads width {d.config.d_in}, not {c.d_model}"
+                )
         self.clean = _batch(model, problem.clean)
         self.n = self.clean.tokens.shape[0]
         with torch.no_grad():
@@ -153,8 +168,21 @@ class EdgeEngine:
         for layer in range(self.graph.n_layers):
             out += list(cache[f"blocks.{layer}.attn.hook_result"].unbind(dim=2))
             if self.graph.mlp:
-                out.append(cache[f"blocks.{layer}.hook_mlp_out"])
+                out += self.split_mlp(layer, cache[f"blocks.{layer}.hook_mlp_out"])
         return torch.stack(out), logits
+
+    def split_mlp(self, layer: int, out: Tensor) -> list[Tensor]:
+        """An MLP's output ``[batch, pos, d]`` as its source nodes' outputs: itself, or each chosen
+        feature's contribution ``f_i W_dec[i]`` and the error node (the rest, ``b_dec`` included)."""
+        ids = dict(self.graph.features).get(layer)
+        if ids is None:
+            return [out]
+        d = self.dictionaries[layer]
+        idx = torch.tensor(ids, dtype=torch.long)
+        with torch.no_grad():
+            f = d.encode(out.reshape(-1, out.shape[-1]).to(d.W_dec.dtype))[:, idx]  # [rows, k]
+        parts = (f[..., None] * d.W_dec.detach()[idx]).view(*out.shape[:-1], len(ids), -1).to(out.dtype)
+        return [*parts.unbind(dim=-2), out - parts.sum(dim=-2)]
 
     # ------------------------------------------------------------------ masked runs
 
@@ -284,7 +312,7 @@ class _RunState:
         for layer in range(g.n_layers):
             hooks.append((f"blocks.{layer}.attn.hook_result", self._heads(layer)))
             if g.mlp:
-                hooks.append((f"blocks.{layer}.hook_mlp_out", self._store(g.source_pos[f"m{layer}"])))
+                hooks.append((f"blocks.{layer}.hook_mlp_out", self._store(layer)))
                 hooks.append((f"blocks.{layer}.hook_mlp_in", self._receive([g.receiver_index(f"m{layer}")])))
             if g.mode == "layer":
                 hooks.append((f"blocks.{layer}.hook_attn_in", self._receive([g.receiver_index(f"a{layer}")])))
@@ -300,9 +328,12 @@ class _RunState:
 
         return store
 
-    def _store(self, s: int) -> Callable[[Tensor, Any], None]:
+    def _store(self, layer: int) -> Callable[[Tensor, Any], None]:
+        first = self.e.graph.source_pos[self.e.graph.mlp_nodes(layer)[0]]
+
         def store(t: Tensor, hook: Any) -> None:
-            self.cur[s] = t
+            for j, part in enumerate(self.e.split_mlp(layer, t)):
+                self.cur[first + j] = part
 
         return store
 
@@ -382,7 +413,7 @@ class _GradState:
             (f"blocks.{self.layer}.attn.hook_result", lambda t, hook: t + a * heads)
         ]
         if g.mlp:
-            mlp = delta[g.source_pos[f"m{self.layer}"]]
+            mlp = delta[[g.source_pos[m] for m in g.mlp_nodes(self.layer)]].sum(dim=0)
             hooks.append((f"blocks.{self.layer}.hook_mlp_out", lambda t, hook: t + a * mlp))
         return hooks
 

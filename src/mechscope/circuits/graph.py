@@ -62,6 +62,9 @@ class Graph:
     """Parallel blocks: the MLP reads the block's input, not the heads' output."""
     mode: str = "layer"
     """Receiver granularity: ``"layer"`` or ``"qkv"`` (see the module docstring)."""
+    features: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    """``(layer, feature ids)``: MLP nodes split into those dictionary features (``m{L}.f{i}``)
+    plus an error node (``m{L}.err``: the rest of the MLP's output), as sources."""
     receivers: tuple[Receiver, ...] = field(init=False)
     """Every receiver, in topological order."""
 
@@ -71,10 +74,20 @@ class Graph:
         object.__setattr__(self, "receivers", tuple(self._receivers()))
 
     @classmethod
-    def from_model(cls, model: Any, mode: str = "layer") -> Graph:
-        """The graph of a :class:`~mechscope.models.HookedModel`."""
+    def from_model(
+        cls, model: Any, mode: str = "layer", features: dict[int, list[int]] | None = None
+    ) -> Graph:
+        """The graph of a :class:`~mechscope.models.HookedModel` (``features``: layer -> feature ids)."""
         c = model.cfg
-        return cls(c.n_layers, c.n_heads, c.n_kv_heads, c.d_mlp > 0, c.parallel_attn_mlp, mode)
+        split = tuple((layer, tuple(int(i) for i in ids)) for layer, ids in sorted((features or {}).items()))
+        return cls(c.n_layers, c.n_heads, c.n_kv_heads, c.d_mlp > 0, c.parallel_attn_mlp, mode, split)
+
+    def mlp_nodes(self, layer: int) -> list[str]:
+        """The source nodes of one layer's MLP: ``m{L}``, or its features and error node."""
+        if not self.mlp:
+            return []
+        ids = dict(self.features).get(layer)
+        return [f"m{layer}"] if ids is None else [f"m{layer}.f{i}" for i in ids] + [f"m{layer}.err"]
 
     # -- nodes and receivers
 
@@ -87,7 +100,7 @@ class Graph:
         """Nodes that write into the residual stream, in topological order."""
         out = ["input"]
         for layer in range(self.n_layers):
-            out += self.heads(layer) + ([f"m{layer}"] if self.mlp else [])
+            out += self.heads(layer) + self.mlp_nodes(layer)
         return tuple(out)
 
     @property
@@ -117,7 +130,7 @@ class Graph:
                         for g in range(self.n_kv_heads)
                     ]
             if self.mlp:
-                out.append(Receiver(f"m{layer}", layer, "mlp", 0, (f"m{layer}",)))
+                out.append(Receiver(f"m{layer}", layer, "mlp", 0, tuple(self.mlp_nodes(layer))))
         out.append(Receiver("logits", self.n_layers, "logits", 0, ("logits",)))
         return out
 
@@ -133,7 +146,7 @@ class Graph:
         """The sources that write into ``receiver``'s input."""
         out = ["input"]
         for layer in range(receiver.layer):
-            out += self.heads(layer) + ([f"m{layer}"] if self.mlp else [])
+            out += self.heads(layer) + self.mlp_nodes(layer)
         if receiver.kind == "mlp" and not self.parallel:
             out += self.heads(receiver.layer)
         return out
@@ -190,7 +203,17 @@ class Graph:
         if name == "logits":
             return {"name": name, "kind": "logits", "layer": self.n_layers, "head": None}
         if name.startswith("m"):
-            return {"name": name, "kind": "mlp", "layer": int(name[1:]), "head": None}
+            layer, _, part = name[1:].partition(".")
+            if part.startswith("f"):
+                return {
+                    "name": name,
+                    "kind": "feature",
+                    "layer": int(layer),
+                    "head": None,
+                    "feature": int(part[1:]),
+                }
+            kind = "error" if part == "err" else "mlp"
+            return {"name": name, "kind": kind, "layer": int(layer), "head": None}
         layer, head = name[1:].split(".h")
         return {"name": name, "kind": "head", "layer": int(layer), "head": int(head)}
 
@@ -203,5 +226,6 @@ class Graph:
             "mlp": self.mlp,
             "parallel": self.parallel,
             "mode": self.mode,
+            "features": [[layer, list(ids)] for layer, ids in self.features],
             "n_edges": self.n_edges,
         }

@@ -54,7 +54,7 @@ __all__ = ["NEGATIVE_COLOR", "POSITIVE_COLOR", "layout", "to_html", "to_html_fra
 POSITIVE_COLOR = "#2563eb"
 NEGATIVE_COLOR = "#dc2626"
 ZERO_COLOR = "#9ca3af"
-KINDS = ("input", "head", "mlp", "logits", "attn_in")
+KINDS = ("input", "head", "mlp", "logits", "attn_in", "feature", "error")
 # attn_in: a layer-mode graph's receiver (the attention input shared by a layer's heads)
 # fill, stroke per node kind (SVG and PNG)
 NODE_COLORS = {
@@ -63,6 +63,8 @@ NODE_COLORS = {
     "mlp": ("#ffedd5", "#c2410c"),
     "logits": ("#f3e8ff", "#7e22ce"),
     "attn_in": ("#f3f4f6", "#4b5563"),
+    "feature": ("#fef9c3", "#a16207"),
+    "error": ("#fee2e2", "#991b1b"),
 }
 MIN_WIDTH, MAX_WIDTH = 0.6, 6.0  # SVG stroke width in px for |score| = 0 and the largest |score|
 PORT_AT = 0.8  # where along an edge (0 source, 1 target) its port label sits
@@ -122,7 +124,7 @@ def _check_nodes(raw: Any) -> dict[str, _Node]:
             raise ValueError(f"circuit node name {name!r} appears twice")
         layer = _int_or_none(n.get("layer"), f"layer of node {name!r}")
         head = _int_or_none(n.get("head"), f"head of node {name!r}")
-        if kind in ("head", "mlp", "attn_in") and layer is None:
+        if kind in ("head", "mlp", "attn_in", "feature", "error") and layer is None:
             raise ValueError(f"circuit node {name!r} ({kind}) needs an integer 'layer'")
         if kind == "head" and head is None:
             raise ValueError(f"circuit node {name!r} (head) needs an integer 'head'")
@@ -176,6 +178,7 @@ def _layout(data: Mapping[str, Any], nodes: dict[str, _Node]) -> dict[str, tuple
     n_layers = max([_int_or_none(data.get("n_layers"), "n_layers") or 0, *(la + 1 for la in layers)])
     mlp_x = 0.5 if n_heads % 2 else 0.0
     pos: dict[str, tuple[float, float]] = {}
+    split_seen: dict[int, int] = {}
     for n in nodes.values():
         if n.kind == "input":
             pos[n.name] = (0.0, 0.0)
@@ -187,6 +190,11 @@ def _layout(data: Mapping[str, Any], nodes: dict[str, _Node]) -> dict[str, tuple
         elif n.kind == "attn_in":  # left of the layer's heads, a little below them
             assert n.layer is not None
             pos[n.name] = (-(n_heads - 1) / 2 - 1.2, n.layer + 0.75)
+        elif n.kind in ("feature", "error"):  # an MLP split into features: a row at the MLP's height
+            assert n.layer is not None
+            j = split_seen.get(n.layer, 0)
+            split_seen[n.layer] = j + 1
+            pos[n.name] = (mlp_x + 0.8 * j, n.layer + 1.5)
         else:
             assert n.layer is not None
             pos[n.name] = (mlp_x, n.layer + 1.5)
@@ -298,6 +306,8 @@ _SHAPES = {
     "mlp": '<rect x="-13" y="-13" width="26" height="26" rx="2"',
     "logits": '<polygon points="0,-14 27,0 0,14 -27,0"',
     "attn_in": '<rect x="-16" y="-8" width="32" height="16" rx="8"',
+    "feature": '<rect x="-10" y="-10" width="20" height="20" rx="10"',
+    "error": '<rect x="-10" y="-10" width="20" height="20" rx="1"',
 }
 
 
@@ -355,6 +365,8 @@ _MARKERS = {
     "mlp": ("s", 220),
     "logits": ("D", 230),
     "attn_in": ("h", 160),
+    "feature": ("o", 140),
+    "error": ("s", 140),
 }
 
 
