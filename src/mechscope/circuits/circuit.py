@@ -13,7 +13,6 @@ whether it is in the circuit, the method and its settings, the ablation and metr
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -51,19 +50,34 @@ class Circuit:
     info: dict[str, Any] = field(default_factory=dict)
     """Model, task, baselines and anything else worth keeping with the result."""
 
-    def ranked(self) -> Tensor:  # [n_edges] long
-        """Edge indices by decreasing ``|score|`` (ties: graph order)."""
-        return torch.sort(self.scores.abs(), descending=True, stable=True).indices
+    @property
+    def per_position(self) -> bool:
+        """Whether the scores (and the subgraph) are per position, ``[pos, n_edges]``."""
+        return self.scores.dim() == 2
+
+    def ranked(self) -> Tensor:  # [n_edges] (or [pos * n_edges], flat) long
+        """Edge indices (flat ``pos * n_edges + edge`` when per position) by decreasing ``|score|``."""
+        return torch.sort(self.scores.abs().flatten(), descending=True, stable=True).indices
+
+    def _connect(self, chosen: Tensor) -> Tensor:
+        if self.per_position:
+            return connected_by_position(self.graph, chosen)
+        return connected(self.graph, chosen)
 
     def top(self, n: int) -> Circuit:
-        """The top ``n`` edges by ``|score|``, pruned to those connected to input and logits."""
-        chosen = torch.zeros(self.graph.n_edges, dtype=torch.bool)
+        """The top ``n`` edges (or edge-positions) by ``|score|``, pruned to those connected to input
+        and logits."""
+        chosen = torch.zeros(self.scores.numel(), dtype=torch.bool)
         chosen[self.ranked()[: max(0, n)]] = True
-        return replace(self, in_circuit=connected(self.graph, chosen))
+        return replace(self, in_circuit=self._connect(chosen.view(self.scores.shape)))
 
     def above(self, threshold: float) -> Circuit:
         """Edges with ``|score| >= threshold``, pruned to those connected to input and logits."""
-        return replace(self, in_circuit=connected(self.graph, self.scores.abs() >= threshold))
+        return replace(self, in_circuit=self._connect(self.scores.abs() >= threshold))
+
+    def _name(self, i: int) -> str:
+        e = self.graph.n_edges
+        return self.graph.edge_names[i % e] + (f"@{i // e}" if self.per_position else "")
 
     def with_edges(self, mask: Tensor) -> Circuit:
         """This circuit with ``mask`` as its subgraph (no pruning)."""
@@ -73,23 +87,26 @@ class Circuit:
     def edges(self) -> list[str]:
         """Names of the edges in the circuit (all edges when not pruned), best first."""
         mask = (
-            self.in_circuit
-            if self.in_circuit is not None
-            else torch.ones(self.graph.n_edges, dtype=torch.bool)
+            self.in_circuit if self.in_circuit is not None else torch.ones_like(self.scores, dtype=torch.bool)
         )
-        return [self.graph.edge_names[i] for i in self.ranked().tolist() if mask[i]]
+        flat = mask.flatten()
+        return [self._name(i) for i in self.ranked().tolist() if flat[i]]
 
     def top_edges(self, k: int = 10) -> list[tuple[str, float]]:
-        """The ``k`` best-scored edges with their scores."""
-        return [(self.graph.edge_names[i], float(self.scores[i])) for i in self.ranked()[:k].tolist()]
+        """The ``k`` best-scored edges (``name@position`` when per position) with their scores."""
+        flat = self.scores.flatten()
+        return [(self._name(i), float(flat[i])) for i in self.ranked()[:k].tolist()]
 
     def to_json(self) -> dict[str, Any]:
-        """Everything as plain JSON (what ``circuit.json`` holds)."""
-        mask = (
+        """Everything as plain JSON (what ``circuit.json`` holds); per-position circuits are drawn
+        with each edge's scores summed over positions, in the circuit at any position."""
+        full = (
             self.in_circuit
             if self.in_circuit is not None
-            else torch.zeros(self.graph.n_edges, dtype=torch.bool)
+            else torch.zeros_like(self.scores, dtype=torch.bool)
         )
+        scores = self.scores.sum(dim=0) if self.per_position else self.scores
+        mask = full.any(dim=0) if self.per_position else full
         recv = {r.name: r for r in self.graph.receivers}
         edges = []
         for i, (s, r) in enumerate(self.graph.edges):
@@ -98,7 +115,7 @@ class Circuit:
             target = rec.feeds[0] if len(rec.feeds) == 1 else r
             edges.append(
                 {"name": self.graph.edge_names[i], "source": s, "receiver": r, "target": target, "port": port,
-                 "score": float(self.scores[i]), "in_circuit": bool(mask[i])}
+                 "score": float(scores[i]), "in_circuit": bool(mask[i])}
             )  # fmt: skip
         nodes = [self.graph.node_info(n) for n in self.graph.nodes]
         nodes += [self.graph.node_info(f"m{layer}") for layer, _ in self.graph.features]  # split MLPs' inputs
@@ -116,6 +133,7 @@ class Circuit:
             "settings": self.settings,
             **self.graph.describe(),
             **self.info,
+            "per_position": self.per_position,
             "nodes": nodes,
             "edges": edges,
         }
@@ -152,12 +170,22 @@ class Circuit:
             features,
         )  # fmt: skip
         scores = tensors["scores"]
-        if scores.shape != (graph.n_edges,) or not all(math.isfinite(x) for x in scores.tolist()):
+        if scores.shape[-1:] != (graph.n_edges,) or scores.dim() > 2 or not torch.isfinite(scores).all():
             raise ArtifactError(
                 f"{path}: scores do not match the graph ({graph.n_edges} edges) or are not finite"
             )
         mask = tensors.get("in_circuit")
-        keys = {"kind", "schema_version", "method", "ablation", "metric", "settings", "nodes", "edges"}
+        keys = {
+            "kind",
+            "schema_version",
+            "method",
+            "ablation",
+            "metric",
+            "settings",
+            "nodes",
+            "edges",
+            "per_position",
+        }
         keys |= set(graph.describe())
         return cls(
             graph, scores, data["method"], data["ablation"], data["metric"], data.get("settings", {}),
@@ -188,4 +216,47 @@ def connected(graph: Graph, chosen: Tensor) -> Tensor:  # chosen [E] bool -> [E]
     for i in idx:
         s, r = graph.edges[i]
         keep[i] = s in reach and any(n in alive and n in reach for n in feeds[r])
+    return keep
+
+
+def connected_by_position(graph: Graph, chosen: Tensor) -> Tensor:  # chosen [pos, E] -> [pos, E]
+    """Per-position pruning: the chosen ``(position, edge)`` pairs on an ``input -> logits`` path.
+
+    An edge at position ``p`` carries its source's output at ``p`` into its receiver at ``p``.
+    Positions then move only through attention: a head's query input at ``p`` reaches its output
+    at ``p``; its key or value input (or a layer-mode attention input) at ``p`` reaches its output
+    at every position ``>= p``. MLP and logits inputs stay at their position. The logits count as
+    read at every position.
+    """
+    width = chosen.shape[0]
+    feeds = {r.name: r for r in graph.receivers}
+    pairs = chosen.nonzero().tolist()  # [(pos, edge)]
+    into: dict[str, list[tuple[str, int, bool]]] = {}
+    out_of: dict[str, list[tuple[str, int, bool]]] = {}
+    for p, e in pairs:
+        s, r = graph.edges[e]
+        spread = feeds[r].kind in ("attn", "k", "v")  # reaches later positions too
+        for n in feeds[r].feeds:
+            into.setdefault(n, []).append((s, p, spread))
+            out_of.setdefault(s, []).append((n, p, spread))
+    reach: dict[str, set[int]] = {"input": set(range(width))}
+    for node in graph.nodes:
+        got: set[int] = reach.setdefault(node, set())
+        for s, p, spread in into.get(node, ()):
+            if p in reach.get(s, ()):
+                got.update(range(p, width) if spread else (p,))
+    alive: dict[str, set[int]] = {"logits": set(range(width))}
+    for node in reversed(graph.nodes):
+        live = alive.setdefault(node, set())
+        for n, p, spread in out_of.get(node, ()):
+            ok = alive.get(n, set()) & reach.get(n, set())
+            if (max(ok, default=-1) >= p) if spread else (p in ok):
+                live.add(p)
+    keep = torch.zeros_like(chosen, dtype=torch.bool)
+    for p, e in pairs:
+        s, r = graph.edges[e]
+        spread = feeds[r].kind in ("attn", "k", "v")
+        targets = [alive.get(n, set()) & reach.get(n, set()) for n in feeds[r].feeds]
+        hit = any((max(t, default=-1) >= p) if spread else (p in t) for t in targets)
+        keep[p, e] = p in reach.get(s, set()) and hit
     return keep

@@ -188,8 +188,9 @@ class EdgeEngine:
 
     def run(
         self, keep: Tensor, start: int = 0, positions: Tensor | None = None
-    ) -> Tensor:  # keep [V, E] bool -> metric [V, n]
-        """The metric of each variant: receivers read ablated outputs along its dropped edges.
+    ) -> Tensor:  # keep [V, E] or [V, pos, E] bool -> metric [V, n]
+        """The metric of each variant: receivers read ablated outputs along its dropped edges
+        (``keep [V, pos, E]``: each edge kept or dropped position by position).
 
         ``start``: every dropped edge goes into a receiver of block ``start`` or later (``n_layers``:
         only into ``logits``), so blocks before it are the clean run's and are not recomputed.
@@ -197,13 +198,24 @@ class EdgeEngine:
         coordinates; default: every position).
         """
         keep = keep.to(torch.bool)
-        if keep.dim() != 2 or keep.shape[1] != self.graph.n_edges:
+        width = self.clean.tokens.shape[1]
+        if (
+            keep.shape[-1] != self.graph.n_edges
+            or keep.dim() not in (2, 3)
+            or (keep.dim() == 3 and keep.shape[1] != width)
+        ):
             raise MechscopeError(
-                f"edge masks must be [variants, {self.graph.n_edges}], got {tuple(keep.shape)}"
+                f"edge masks must be [variants, {self.graph.n_edges}] or [variants, {width}, "
+                f"{self.graph.n_edges}], got {tuple(keep.shape)}"
             )
         v = keep.shape[0]
-        dropped = torch.zeros(v, len(self.graph.sources), len(self.graph.receivers))
-        dropped[:, self._pairs[:, 0], self._pairs[:, 1]] = (~keep).float()
+        shape = (v, len(self.graph.sources), len(self.graph.receivers))
+        if keep.dim() == 2:
+            dropped = torch.zeros(shape)
+            dropped[:, self._pairs[:, 0], self._pairs[:, 1]] = (~keep).float()
+        else:  # [V, S, R, pos]
+            dropped = torch.zeros(*shape, width)
+            dropped[:, self._pairs[:, 0], self._pairs[:, 1]] = (~keep).float().transpose(1, 2)
         if start and bool(dropped[:, :, self._receiver_layer < start].any()):
             raise MechscopeError(f"a dropped edge goes into a receiver before block {start}")
         if positions is not None and positions.shape != (v, self.clean.tokens.shape[1]):
@@ -284,14 +296,17 @@ class _RunState:
         self.head0 = {layer: g.source_pos[f"a{layer}.h0"] for layer in range(g.n_layers)}
 
     def _delta(self, receivers: list[int]) -> Tensor | None:  # [V*n, len(receivers), pos, d] or None
-        mask = self.dropped[:, :, receivers]  # [V, S, r]
+        mask = self.dropped[:, :, receivers]  # [V, S, r] or [V, S, r, pos]
         if not bool(mask.any()):
             return None
         avail = [s for s, t in enumerate(self.cur) if t is not None and bool(mask[:, s].any())]
         n = self.e.n
         cur = torch.stack([self.cur[s] for s in avail]).view(len(avail), self.v, n, *self.e.abl_out.shape[2:])  # type: ignore[misc]
         diff = cur - self.e.abl_out[avail][:, None]  # [s, V, n, pos, d]
-        out = torch.einsum("svnpd,vsr->vnrpd", diff, mask[:, avail].to(diff.dtype))
+        if mask.dim() == 4:  # per position: [V, S, r, pos]
+            out = torch.einsum("svnpd,vsrp->vnrpd", diff, mask[:, avail].to(diff.dtype))
+        else:
+            out = torch.einsum("svnpd,vsr->vnrpd", diff, mask[:, avail].to(diff.dtype))
         if self.positions is not None:  # [V, n, r, pos, d] * [V, 1, 1, pos, 1]
             out = out * self.positions[:, None, None, :, None].to(out.dtype)
         return out.flatten(0, 1)

@@ -95,7 +95,7 @@ def curve(
     engine: EdgeEngine, circuit: Circuit, fractions: tuple[float, ...] = FRACTIONS, batch: int = 8
 ) -> Curve:
     """Faithfulness of the top-``k`` circuits for each edge fraction (``k = round(fraction * E)``)."""
-    e = engine.graph.n_edges
+    e = circuit.scores.numel()  # edges, or (position, edge) pairs
     masks = [circuit.top(round(f * e)).in_circuit for f in fractions]
     values: list[float] = []
     base = baselines(engine)
