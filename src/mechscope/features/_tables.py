@@ -1,0 +1,96 @@
+"""The Parquet tables of a feature-statistics artifact (see :mod:`mechscope.features.stats`)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from .._fs import atomic_write_bytes
+from ..models import HookedModel
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_tables(st: Any, model: HookedModel, path: Path) -> None:
+    """``features``, ``examples``, ``histogram`` and ``cooccurrence`` tables."""
+    from .stats import BINS
+
+    d = st.counts.shape[0]
+
+    def decode(ids: list[int]) -> list[str]:  # token strings, or ids for models without a tokenizer
+        if model.tokenizer is None:
+            return [str(int(i)) for i in ids]
+        return [str(model.to_string(torch.tensor([int(i)]))) for i in ids]
+
+    cooc = st.cooc.clone()
+    cooc.fill_diagonal_(0)
+    k = min(st.config.cooccurrence_top, max(d - 1, 1))
+    co_counts, co_ids = cooc.topk(k, dim=1)
+    _write(
+        pa.table({
+            "feature": list(range(d)),
+            "density": (st.counts.double() / max(st.n_tokens, 1)).tolist(),
+            "n_active": st.counts.tolist(),
+            "mean_activation": (st.sums / st.counts.clamp_min(1)).tolist(),
+            "max_activation": st.top_vals[:, 0].tolist(),
+            "promoted": [decode(row) for row in st.logit_top.tolist()],
+            "suppressed": [decode(row) for row in st.logit_bottom.tolist()],
+            "cooccurring": co_ids.tolist(),
+            "cooccurring_counts": co_counts.tolist(),
+        }),
+        path / "features.parquet",
+    )  # fmt: skip
+    _write(_examples(st, decode), path / "examples.parquet")
+    nz = st.hist.nonzero().tolist()
+    _write(
+        pa.table({
+            "feature": [i for i, _ in nz], "bin_low": [float(10 ** BINS[b]) for _, b in nz],
+            "bin_high": [float(10 ** BINS[b + 1]) for _, b in nz], "count": [int(st.hist[i, b]) for i, b in nz],
+        }),
+        path / "histogram.parquet",
+    )  # fmt: skip
+    pairs = (cooc > 0).nonzero().tolist()
+    _write(
+        pa.table({"feature": [i for i, _ in pairs], "other": [j for _, j in pairs],
+                  "count": [int(cooc[i, j]) for i, j in pairs]}),
+        path / "cooccurrence.parquet",
+    )  # fmt: skip
+
+
+def _examples(st: Any, decode: Any) -> pa.Table:
+    cfg, ctx = st.config, st.tokens.shape[1]
+    rows: dict[str, list[Any]] = {k: [] for k in ("feature", "kind", "quantile", "rank", "activation",
+                                                  "context", "position", "tokens", "target")}  # fmt: skip
+
+    def add(feature: int, kind: str, quantile: int, rank: int, act: float, loc: int) -> None:
+        c, p = divmod(loc, ctx)
+        lo, hi = max(0, p - cfg.window), min(ctx, p + cfg.window + 1)
+        for key, value in zip(
+            rows, (feature, kind, quantile, rank, act, c, p, decode(st.tokens[c, lo:hi].tolist()), p - lo)
+        ):
+            rows[key].append(value)
+
+    for i in range(st.counts.shape[0]):
+        for r, (v, loc) in enumerate(zip(st.top_vals[i].tolist(), st.top_locs[i].tolist())):
+            if loc >= 0 and v > 0:
+                add(i, "top", -1, r, v, loc)
+        held = st.res_locs[i] >= 0
+        vals, locs = st.res_vals[i][held], st.res_locs[i][held]
+        if len(vals) == 0:
+            continue
+        order = vals.argsort()
+        for q, chunk in enumerate(order.tensor_split(cfg.n_quantiles)):  # equal-count bins
+            for r, j in enumerate(
+                chunk[:: max(1, len(chunk) // max(cfg.per_quantile, 1))][: cfg.per_quantile].tolist()
+            ):
+                add(i, "quantile", q, r, float(vals[j]), int(locs[j]))
+    return pa.table(rows)

@@ -1,0 +1,200 @@
+"""Feature statistics for every latent of a dictionary, in one streaming pass over contexts.
+
+For each batch of contexts ``[batch, ctx]``: run the model up to the dictionary's hook (the
+forward stops there), encode, and update, for every latent ``i``:
+
+1. **density**: tokens where ``f_i > 0``, over all tokens seen;
+2. **histogram**: counts of ``log10 f_i`` (active tokens) in fixed bins;
+3. **top-k**: the ``top_k`` largest activations and where they are (kept with ``torch.topk`` on
+   the running top-k plus the batch, so memory is ``d_sae x top_k``);
+4. **quantile samples**: a reservoir of ``reservoir`` active ``(activation, location)`` pairs
+   per latent (each active token is kept with equal probability, seeded); at the end the
+   reservoir is sorted and cut into ``n_quantiles`` **equal-count** bins, ``per_quantile``
+   examples drawn from each;
+5. **co-occurrence**: how often two latents fire on the same token (from each token's active
+   latents, so the cost follows the active count, not ``d_sae²`` per token).
+
+The contexts' tokens are kept (``int32``) so each example carries a window of ``window`` tokens
+either side. **Logit effects** are ``W_dec @ W_U`` (the decoder direction through the
+unembedding, final norm left out): the tokens each latent promotes and suppresses most.
+
+Saved as Parquet tables, queryable with DuckDB: ``features.parquet``, ``examples.parquet``,
+``histogram.parquet``, ``cooccurrence.parquet``, plus ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._fs import atomic_write_json
+from .._version import __version__
+from ..dictionary.base import Dictionary
+from ..errors import MechscopeError
+from ..models import HookedModel
+
+BINS = torch.linspace(-4.0, 2.0, 31)
+"""Edges of the ``log10 activation`` histogram (activations from 1e-4 to 100)."""
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """What the pass keeps."""
+
+    top_k: int = 20
+    """Max-activating examples per latent."""
+    window: int = 8
+    """Tokens kept either side of each example."""
+    n_quantiles: int = 5
+    """Equal-count activation quantiles to sample from."""
+    per_quantile: int = 3
+    """Examples per quantile."""
+    reservoir: int = 200
+    """Active tokens kept per latent for the quantile samples."""
+    cooccurrence_top: int = 5
+    """Co-occurring latents kept per latent."""
+    logit_top: int = 10
+    """Promoted and suppressed tokens kept per latent."""
+    seed: int = 0
+    """Seed of the reservoir sampling."""
+
+
+@dataclass
+class FeatureStats:
+    """The accumulated statistics (see the module docstring)."""
+
+    config: StatsConfig
+    hook: str
+    n_tokens: int
+    counts: Tensor  # [d_sae] long
+    sums: Tensor  # [d_sae] float64: activation sums (active tokens)
+    hist: Tensor  # [d_sae, bins] long
+    top_vals: Tensor  # [d_sae, top_k]
+    top_locs: Tensor  # [d_sae, top_k] long: flat token index (-1: empty)
+    res_vals: Tensor  # [d_sae, reservoir]
+    res_locs: Tensor  # [d_sae, reservoir] long (-1: empty)
+    cooc: Tensor  # [d_sae, d_sae] long
+    tokens: Tensor  # [n_ctx, ctx] int32
+    logit_top: Tensor  # [d_sae, logit_top] token ids promoted
+    logit_bottom: Tensor  # [d_sae, logit_top] token ids suppressed
+
+    def save(self, path: str | Path, model: HookedModel) -> Path:
+        """Write the Parquet tables and ``meta.json`` into directory ``path``."""
+        from ._tables import write_tables
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        write_tables(self, model, path)
+        atomic_write_json(
+            path / "meta.json",
+            {"kind": "feature-stats", "schema_version": 1, "mechscope_version": __version__, "hook": self.hook,
+             "n_tokens": self.n_tokens, "config": asdict(self.config)},
+        )  # fmt: skip
+        return path
+
+
+def feature_stats(
+    model: HookedModel, dictionary: Dictionary, contexts: Iterable[Tensor], config: StatsConfig | None = None
+) -> FeatureStats:
+    """One pass over ``contexts`` (an iterable of ``[batch, ctx]`` token batches)."""
+    cfg = config or StatsConfig()
+    hook, d = dictionary.config.hook_name, dictionary.config.d_sae
+    if not hook:
+        raise MechscopeError("the dictionary names no hook (config.hook_name)")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    st = _empty(cfg, hook, d)
+    seen, kept = torch.zeros(d, dtype=torch.long), []
+    for batch in contexts:
+        _, cache = model.run_with_cache(batch, names=[hook], return_logits=False)
+        x = cache[hook].reshape(-1, cache[hook].shape[-1])
+        with torch.no_grad():
+            f = dictionary.encode(x.to(dictionary.W_dec.dtype)).float()  # [tokens, d_sae]
+        offset = st.n_tokens
+        _update(st, f, offset, cfg, seen, gen)
+        kept.append(batch.to(torch.int32))
+        st.n_tokens += f.shape[0]
+    if not kept:
+        raise MechscopeError("no contexts were given")
+    st.tokens = torch.cat(kept)
+    st.logit_top, st.logit_bottom = _logit_effects(model, dictionary, cfg.logit_top)
+    return st
+
+
+def _empty(cfg: StatsConfig, hook: str, d: int) -> FeatureStats:
+    return FeatureStats(
+        cfg, hook, 0, torch.zeros(d, dtype=torch.long), torch.zeros(d, dtype=torch.float64),
+        torch.zeros(d, len(BINS) - 1, dtype=torch.long), torch.zeros(d, cfg.top_k),
+        torch.full((d, cfg.top_k), -1), torch.zeros(d, cfg.reservoir), torch.full((d, cfg.reservoir), -1),
+        torch.zeros(d, d, dtype=torch.long), torch.zeros(0, 0, dtype=torch.int32),
+        torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.long),
+    )  # fmt: skip
+
+
+def _update(
+    st: FeatureStats, f: Tensor, offset: int, cfg: StatsConfig, seen: Tensor, gen: torch.Generator
+) -> None:
+    active = f > 0  # [tokens, d]
+    st.counts += active.sum(0)
+    st.sums += torch.where(active, f, 0).double().sum(0)
+    logs = torch.log10(f.clamp_min(1e-30))
+    bins = torch.bucketize(logs, BINS[1:-1]).clamp(0, len(BINS) - 2)  # [tokens, d]
+    st.hist.scatter_add_(1, torch.where(active, bins, 0).T, active.T.long())
+    locs = torch.arange(offset, offset + f.shape[0]).expand(f.shape[1], -1)  # [d, tokens]
+    vals = torch.cat([st.top_vals, torch.where(active, f, 0).T], dim=1)
+    all_locs = torch.cat([st.top_locs, torch.where(active.T, locs, -1)], dim=1)
+    top = vals.topk(cfg.top_k, dim=1)
+    st.top_vals, st.top_locs = top.values, all_locs.gather(1, top.indices)
+    _reservoir(st, f, active, offset, cfg, seen, gen)
+    tok, lat = active.nonzero(as_tuple=True)
+    if len(tok):
+        groups = torch.split(lat, torch.bincount(tok, minlength=f.shape[0]).tolist())
+        for g in groups:
+            if len(g) > 1:
+                st.cooc.index_put_((g[:, None].expand(-1, len(g)), g[None].expand(len(g), -1)),
+                                   torch.ones(len(g), len(g), dtype=torch.long), accumulate=True)  # fmt: skip
+
+
+def _reservoir(
+    st: FeatureStats,
+    f: Tensor,
+    active: Tensor,
+    offset: int,
+    cfg: StatsConfig,
+    seen: Tensor,
+    gen: torch.Generator,
+) -> None:
+    """Algorithm R per latent over its active tokens (vectorised over the batch's active entries)."""
+    tok, lat = active.nonzero(as_tuple=True)
+    order = torch.argsort(lat, stable=True)
+    tok, lat = tok[order], lat[order]
+    rank = torch.arange(len(lat)) - torch.searchsorted(lat, lat)  # index among this latent's entries
+    n = seen[lat] + rank  # how many active tokens this latent had before this one
+    slot = torch.where(n < cfg.reservoir, n, (torch.rand(len(n), generator=gen) * (n + 1).double()).long())
+    keep = slot < cfg.reservoir
+    st.res_vals[lat[keep], slot[keep]] = f[tok[keep], lat[keep]]
+    st.res_locs[lat[keep], slot[keep]] = tok[keep] + offset
+    seen += torch.bincount(lat, minlength=seen.shape[0])
+
+
+def _logit_effects(model: HookedModel, dictionary: Dictionary, k: int) -> tuple[Tensor, Tensor]:
+    w_u = model.W_U.detach().float()  # [d_model, vocab]
+    top, bottom = [], []
+    for chunk in dictionary.W_dec.detach().float().split(1024):
+        effects = chunk @ w_u  # [chunk, vocab]
+        top.append(effects.topk(k, dim=1).indices)
+        bottom.append((-effects).topk(k, dim=1).indices)
+    return torch.cat(top), torch.cat(bottom)
+
+
+def load_meta(path: str | Path) -> dict[str, Any]:
+    """The ``meta.json`` of a saved feature-statistics artifact."""
+    return dict(json.loads((Path(path) / "meta.json").read_text()))
+
+
+__all__ = ["BINS", "FeatureStats", "StatsConfig", "feature_stats", "load_meta"]
