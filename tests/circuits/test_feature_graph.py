@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from known import relu_dictionary
 from mechscope import load_model, wrap
 from mechscope.circuits import Circuit, EdgeEngine, EdgeProblem, Graph, faithfulness, methods, roc_auc
 from mechscope.circuits.features import feature_scores
 from mechscope.circuits.render import to_svg
-from mechscope.dictionary.base import DictionaryConfig
-from mechscope.dictionary.registry import make_dictionary
 from mechscope.toys.compiled import COMPILED
 from mechscope.toys.transformer import TransformerSpec, build
-
-
-def _dictionary(w_dec, b_dec=None):
-    d_sae, d = w_dec.shape
-    dic = make_dictionary(DictionaryConfig("relu", d_in=d, d_sae=d_sae))
-    with torch.no_grad():
-        dic.W_dec.copy_(w_dec)
-        dic.W_enc.copy_(w_dec.T)
-        dic.b_enc.zero_()
-        dic.b_dec.copy_(torch.zeros(d) if b_dec is None else b_dec)
-    return dic.eval()
 
 
 def test_graph_with_feature_nodes():
@@ -45,7 +33,7 @@ def test_feature_sources_add_up_and_match_the_node_level_scores():
     gen = torch.Generator().manual_seed(1)
     clean, corrupt = torch.randint(0, 11, (4, 6), generator=gen), torch.randint(0, 11, (4, 6), generator=gen)
     problem = EdgeProblem(clean, corrupt, lambda lg: lg[:, -1].log_softmax(-1)[:, 2], 1)
-    dic = _dictionary(torch.randn(24, 12, generator=gen), b_dec=torch.randn(12, generator=gen))
+    dic = relu_dictionary(torch.randn(24, 12, generator=gen), b_dec=torch.randn(12, generator=gen))
     plain = EdgeEngine(model, Graph.from_model(model), problem)
     chosen = [0, 5, 9, 17]
     graph = Graph.from_model(model, features={0: chosen})
@@ -82,7 +70,7 @@ def test_feature_circuit_of_the_compiled_features_model():
         return (logits[..., 0] - logits.mean(-1)).mean(-1)
 
     graph = Graph.from_model(model, features={0: list(range(16))})
-    dic = _dictionary(truth.feature_directions)
+    dic = relu_dictionary(truth.feature_directions)
     engine = EdgeEngine(model, graph, EdgeProblem(clean, None, logit_of_token_0, 0), "zero", {0: dic})
     known = graph.edges_of(["input->m0", "m0.f0->logits"])
     scores = methods.exact(engine)

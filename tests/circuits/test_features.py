@@ -6,26 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from known import relu_dictionary
 from mechscope import load_model, wrap
 from mechscope.circuits import EdgeEngine, EdgeProblem, Graph, methods
 from mechscope.circuits.features import exact_feature_effects, feature_scores
-from mechscope.dictionary.base import DictionaryConfig
-from mechscope.dictionary.registry import make_dictionary
 from mechscope.errors import MechscopeError
 from mechscope.toys.compiled import COMPILED
 from mechscope.toys.transformer import TransformerSpec, build
-
-
-def _dictionary(w_dec, b_dec=None):
-    """A ReLU dictionary with decoder ``w_dec [d_sae, d]`` and encoder its transpose."""
-    d_sae, d = w_dec.shape
-    dic = make_dictionary(DictionaryConfig("relu", d_in=d, d_sae=d_sae, hook_name="blocks.0.hook_mlp_out"))
-    with torch.no_grad():
-        dic.W_dec.copy_(w_dec)
-        dic.W_enc.copy_(w_dec.T)
-        dic.b_enc.zero_()
-        dic.b_dec.copy_(torch.zeros(d) if b_dec is None else b_dec)
-    return dic.eval()
 
 
 def test_ground_truth_features_of_the_compiled_model():
@@ -38,7 +25,7 @@ def test_ground_truth_features_of_the_compiled_model():
         return logits[..., 0].mean(-1)
 
     engine = EdgeEngine(model, Graph.from_model(model), EdgeProblem(clean, corrupt, logit_of_token_0, 0))
-    dic = _dictionary(truth.feature_directions)  # the true features: the decomposition is exact
+    dic = relu_dictionary(truth.feature_directions)  # the true features: the decomposition is exact
     scores = feature_scores(engine, dic, "m0")
     assert abs(scores.error) < 1e-6
     nodes = scores.nodes
@@ -58,7 +45,7 @@ def test_features_and_error_add_up_to_the_edge():
         Graph.from_model(model),
         EdgeProblem(clean, corrupt, lambda lg: lg[:, -1].log_softmax(-1)[:, 2], 1),
     )
-    dic = _dictionary(torch.randn(24, 12, generator=gen), b_dec=torch.randn(12, generator=gen))
+    dic = relu_dictionary(torch.randn(24, 12, generator=gen), b_dec=torch.randn(12, generator=gen))
     scores = feature_scores(engine, dic, "m0")
     assert abs(scores.error) > 1e-4  # a random dictionary leaves an error term
     eap = methods.eap(engine)
@@ -67,4 +54,4 @@ def test_features_and_error_add_up_to_the_edge():
     with pytest.raises(MechscopeError, match="MLP node"):
         feature_scores(engine, dic, "a0.h1")
     with pytest.raises(MechscopeError, match="width"):
-        feature_scores(engine, _dictionary(torch.randn(5, 7)), "m1")
+        feature_scores(engine, relu_dictionary(torch.randn(5, 7)), "m1")

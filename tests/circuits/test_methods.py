@@ -47,6 +47,8 @@ def test_methods_recover_the_declared_circuit(name):
     scores, kept = methods.acdc(engine, tau=0.01)
     assert roc_auc(scores, truth) >= 0.99
     assert torch.equal(kept, truth)
+    (_, kept_small), (_, kept_large) = methods.acdc_sweep(engine, [0.01, 100.0])
+    assert torch.equal(kept_small, kept) and not kept_large.any()  # a huge threshold prunes everything
 
 
 def test_top_edge_effect_is_its_exact_score():
@@ -76,14 +78,7 @@ def _linear_toy():
 
 
 def test_eap_equals_exact_patching_on_a_linear_model():
-    model = _linear_toy()
-    gen = torch.Generator().manual_seed(0)
-    clean, corrupt = torch.randint(0, 11, (3, 6), generator=gen), torch.randint(0, 11, (3, 6), generator=gen)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(clean, names=[f"blocks.{i}.attn.hook_pattern" for i in range(2)])
-    frozen = [
-        (f"blocks.{i}.attn.hook_pattern", _constant(cache[f"blocks.{i}.attn.hook_pattern"])) for i in range(2)
-    ]
+    model, clean, corrupt, frozen = _linear_setup(seed=0)
 
     def logit_diff(logits):  # linear in the logits
         return logits[:, -1, 1] - logits[:, -1, 2]
@@ -99,13 +94,30 @@ def test_eap_equals_exact_patching_on_a_linear_model():
             torch.testing.assert_close(
                 methods.eap_ig_activations(engine, steps=2), exact, atol=1e-5, rtol=1e-4
             )
+            # linear: ablating a node (all its outgoing edges at once) is the sum of its edges' effects
+            nodes = methods.exact_nodes(engine, batch=4)
+            summed = methods.node_scores(engine, exact)
+            assert nodes.keys() == summed.keys()
+            for name, value in nodes.items():
+                assert value == pytest.approx(summed[name], abs=1e-4)
 
 
-def _constant(pattern):
-    def hook(t, point):
-        return pattern.to(t.dtype).repeat(t.shape[0] // pattern.shape[0], 1, 1, 1)  # rows: variant-major
+def _linear_setup(seed):
+    """The linear toy, clean and corrupted tokens, and hooks freezing its patterns to the clean run's."""
+    model = _linear_toy()
+    gen = torch.Generator().manual_seed(seed)
+    clean, corrupt = torch.randint(0, 11, (3, 6), generator=gen), torch.randint(0, 11, (3, 6), generator=gen)
+    names = [f"blocks.{i}.attn.hook_pattern" for i in range(2)]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(clean, names=names)
 
-    return hook
+    def constant(pattern):
+        def hook(t, point):  # rows are variant-major copies of the clean batch
+            return pattern.to(t.dtype).repeat(t.shape[0] // pattern.shape[0], 1, 1, 1)
+
+        return hook
+
+    return model, clean, corrupt, [(name, constant(cache[name])) for name in names]
 
 
 def test_eap_ig_approaches_exact_as_steps_grow_on_a_single_path():
@@ -168,14 +180,7 @@ def test_roc_auc_closed_form():
 
 
 def test_per_position_scores_add_up_and_match_exact_on_a_linear_model():
-    model = _linear_toy()
-    gen = torch.Generator().manual_seed(5)
-    clean, corrupt = torch.randint(0, 11, (3, 6), generator=gen), torch.randint(0, 11, (3, 6), generator=gen)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(clean, names=[f"blocks.{i}.attn.hook_pattern" for i in range(2)])
-    frozen = [
-        (f"blocks.{i}.attn.hook_pattern", _constant(cache[f"blocks.{i}.attn.hook_pattern"])) for i in range(2)
-    ]
+    model, clean, corrupt, frozen = _linear_setup(seed=5)
     with model.hooks(frozen):
         engine = EdgeEngine(
             model, Graph.from_model(model), EdgeProblem(clean, corrupt, lambda lg: lg[:, -1, 1], 1)

@@ -7,29 +7,23 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from known import true_features
 from mechscope import load_model
 from mechscope.dictionary.base import DictionaryConfig
 from mechscope.dictionary.registry import make_dictionary
 from mechscope.errors import MechscopeError
 from mechscope.features import StatsConfig, feature_stats
-from mechscope.toys.compiled import COMPILED
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     model = load_model("toy/compiled_features", device="cpu")
-    truth = COMPILED["compiled_features"]()[1]
-    d_sae, d = truth.feature_directions.shape
-    dic = make_dictionary(DictionaryConfig("relu", d_in=d, d_sae=d_sae, hook_name="blocks.0.hook_mlp_out"))
-    with torch.no_grad():
-        dic.W_dec.copy_(truth.feature_directions)
-        dic.W_enc.copy_(truth.feature_directions.T)
-        dic.b_enc.fill_(-1e-4)  # a threshold below every real activation (>= 0.5): rounding noise stays 0
-        dic.b_dec.zero_()
+    # a threshold below every real activation (>= 0.5): rounding noise stays 0
+    dic, truth = true_features(b_enc=-1e-4)
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, 32, (16, 8), generator=gen) for _ in range(6)]
     cfg = StatsConfig(top_k=5, window=2, n_quantiles=4, per_quantile=2, reservoir=40, cooccurrence_top=3)
-    stats = feature_stats(model, dic.eval(), iter(batches), cfg)
+    stats = feature_stats(model, dic, iter(batches), cfg)
     out = stats.save(tmp_path_factory.mktemp("stats") / "features", model)
     tokens = torch.cat(batches).flatten()
     return stats, out, truth.feature_acts[tokens], tokens  # acts [n_tokens, d_sae]

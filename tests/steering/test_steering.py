@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from known import true_features
 from mechscope import DEFAULT_MODEL, load_model
-from mechscope.dictionary.base import DictionaryConfig
-from mechscope.dictionary.registry import make_dictionary
 from mechscope.errors import MechscopeError
 from mechscope.steering import (
     SteeringVector,
@@ -21,7 +20,6 @@ from mechscope.steering import (
     strength_sweep,
     token_logodds,
 )
-from mechscope.toys.compiled import COMPILED
 
 HOOK = "blocks.1.hook_resid_pre"
 
@@ -112,21 +110,9 @@ def test_sentiment_vector_moves_sentiment_on_smollm2():
     assert all(len(r.texts) == 2 and r.texts[0].startswith("I think the movie was") for r in rows)
 
 
-def _true_features():
-    truth = COMPILED["compiled_features"]()[1]
-    d_sae, d = truth.feature_directions.shape
-    dic = make_dictionary(DictionaryConfig("relu", d_in=d, d_sae=d_sae, hook_name="blocks.0.hook_mlp_out"))
-    with torch.no_grad():
-        dic.W_dec.copy_(truth.feature_directions)
-        dic.W_enc.copy_(truth.feature_directions.T)
-        dic.b_enc.zero_()
-        dic.b_dec.zero_()
-    return dic.eval(), truth
-
-
 def test_clamping_a_feature_sets_it_and_nothing_else():
     model = load_model("toy/compiled_features", device="cpu")
-    dic, truth = _true_features()
+    dic, truth = true_features()
     tokens = torch.arange(32).view(4, 8)  # every token once
     _, out = _record(model, tokens, "blocks.0.hook_mlp_out", [clamp_feature(dic, 3, 2.5)])
     f = dic.encode(out.reshape(-1, out.shape[-1]))

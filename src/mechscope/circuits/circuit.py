@@ -79,10 +79,6 @@ class Circuit:
         e = self.graph.n_edges
         return self.graph.edge_names[i % e] + (f"@{i // e}" if self.per_position else "")
 
-    def with_edges(self, mask: Tensor) -> Circuit:
-        """This circuit with ``mask`` as its subgraph (no pruning)."""
-        return replace(self, in_circuit=mask.to(torch.bool))
-
     @property
     def edges(self) -> list[str]:
         """Names of the edges in the circuit (all edges when not pruned), best first."""

@@ -58,7 +58,7 @@ class EdgeProblem:
     """The metric's name, for results."""
 
 
-def _batch(model: HookedModel, x: TokenBatch | Tensor) -> TokenBatch:
+def _batch(x: TokenBatch | Tensor) -> TokenBatch:
     if isinstance(x, TokenBatch):
         return x
     return TokenBatch(x, torch.ones_like(x))
@@ -108,7 +108,7 @@ class EdgeEngine:
                 raise MechscopeError(
                     f"the dictionary for m{layer} reads width {d.config.d_in}, not {c.d_model}"
                 )
-        self.clean = _batch(model, problem.clean)
+        self.clean = _batch(problem.clean)
         self.n = self.clean.tokens.shape[0]
         with torch.no_grad():
             self.clean_out, logits = self.sources(self.clean)  # [S, n, pos, d_model]
@@ -117,7 +117,7 @@ class EdgeEngine:
             if ablation == "corrupted":
                 if problem.corrupted is None:
                     raise MechscopeError("corrupted ablation needs corrupted inputs")
-                corrupt = _batch(model, problem.corrupted)
+                corrupt = _batch(problem.corrupted)
                 if corrupt.tokens.shape != self.clean.tokens.shape:
                     raise MechscopeError(
                         f"corrupted inputs {tuple(corrupt.tokens.shape)} must align with the clean ones "
@@ -187,15 +187,13 @@ class EdgeEngine:
     # ------------------------------------------------------------------ masked runs
 
     def run(
-        self, keep: Tensor, start: int = 0, positions: Tensor | None = None
+        self, keep: Tensor, start: int = 0
     ) -> Tensor:  # keep [V, E] or [V, pos, E] bool -> metric [V, n]
         """The metric of each variant: receivers read ablated outputs along its dropped edges
         (``keep [V, pos, E]``: each edge kept or dropped position by position).
 
         ``start``: every dropped edge goes into a receiver of block ``start`` or later (``n_layers``:
         only into ``logits``), so blocks before it are the clean run's and are not recomputed.
-        ``positions [V, pos]`` (bool): drop each variant's edges at these positions only (padded
-        coordinates; default: every position).
         """
         keep = keep.to(torch.bool)
         width = self.clean.tokens.shape[1]
@@ -218,11 +216,7 @@ class EdgeEngine:
             dropped[:, self._pairs[:, 0], self._pairs[:, 1]] = (~keep).float().transpose(1, 2)
         if start and bool(dropped[:, :, self._receiver_layer < start].any()):
             raise MechscopeError(f"a dropped edge goes into a receiver before block {start}")
-        if positions is not None and positions.shape != (v, self.clean.tokens.shape[1]):
-            raise MechscopeError(
-                f"positions must be [variants, {self.clean.tokens.shape[1]}], got {tuple(positions.shape)}"
-            )
-        state = _RunState(self, v, dropped, positions)
+        state = _RunState(self, v, dropped)
         with torch.no_grad():
             if start == 0:
                 with self.model.hooks(state.hooks(), split_attention=state.splits()):
@@ -288,9 +282,8 @@ class EdgeEngine:
 class _RunState:
     """The hooks of one masked run (see :meth:`EdgeEngine.run`)."""
 
-    def __init__(self, engine: EdgeEngine, v: int, dropped: Tensor, positions: Tensor | None = None) -> None:
+    def __init__(self, engine: EdgeEngine, v: int, dropped: Tensor) -> None:
         self.e, self.v, self.dropped = engine, v, dropped  # dropped [V, S, R]
-        self.positions = positions  # [V, pos] bool or None
         self.cur: list[Tensor | None] = [None] * len(engine.graph.sources)
         g = engine.graph
         self.head0 = {layer: g.source_pos[f"a{layer}.h0"] for layer in range(g.n_layers)}
@@ -307,8 +300,6 @@ class _RunState:
             out = torch.einsum("svnpd,vsrp->vnrpd", diff, mask[:, avail].to(diff.dtype))
         else:
             out = torch.einsum("svnpd,vsr->vnrpd", diff, mask[:, avail].to(diff.dtype))
-        if self.positions is not None:  # [V, n, r, pos, d] * [V, 1, 1, pos, 1]
-            out = out * self.positions[:, None, None, :, None].to(out.dtype)
         return out.flatten(0, 1)
 
     def hooks(self) -> list[tuple[str, Any]]:

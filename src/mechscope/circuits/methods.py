@@ -92,12 +92,11 @@ def exact_per_position(engine: EdgeEngine, edges: Tensor, batch: int = 32) -> Te
     start_of = dict(zip(edges.tolist(), layers, strict=True))
     for i in range(0, len(pairs), batch):
         chunk = pairs[i : i + batch]
-        keep = torch.ones(len(chunk), n_edges, dtype=torch.bool)
-        where = torch.zeros(len(chunk), width, dtype=torch.bool)
+        keep = torch.ones(len(chunk), width, n_edges, dtype=torch.bool)
         for j, (e, p) in enumerate(chunk):
-            keep[j, e], where[j, p] = False, True
+            keep[j, p, e] = False
         start = min(start_of[e] for e, _ in chunk)
-        out[i : i + len(chunk)] = engine.run(keep, start=start, positions=where).mean(dim=1) - base
+        out[i : i + len(chunk)] = engine.run(keep, start=start).mean(dim=1) - base
     return out.view(len(edges), width).T
 
 

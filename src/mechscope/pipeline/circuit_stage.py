@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -56,6 +57,4 @@ def circuit_stage(
 
 
 def _read_summary(out: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads((out / "summary.json").read_text())
+    return dict(json.loads((out / "summary.json").read_text()))
