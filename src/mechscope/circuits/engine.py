@@ -186,9 +186,7 @@ class EdgeEngine:
 
     # ------------------------------------------------------------------ masked runs
 
-    def run(
-        self, keep: Tensor, start: int = 0
-    ) -> Tensor:  # keep [V, E] or [V, pos, E] bool -> metric [V, n]
+    def run(self, keep: Tensor, start: int = 0) -> Tensor:  # keep [V, E] or [V, pos, E] bool -> metric [V, n]
         """The metric of each variant: receivers read ablated outputs along its dropped edges
         (``keep [V, pos, E]``: each edge kept or dropped position by position).
 
