@@ -12,7 +12,7 @@ from mechscope import load_model
 from mechscope.dictionary.base import DictionaryConfig
 from mechscope.dictionary.registry import make_dictionary
 from mechscope.errors import MechscopeError
-from mechscope.features import StatsConfig, feature_stats
+from mechscope.features import ArtifactError, FeatureArtifact, StatsConfig, feature_stats
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +75,85 @@ def test_bad_input():
     dic = make_dictionary(DictionaryConfig("relu", d_in=model.cfg.d_model, d_sae=4))
     with pytest.raises(MechscopeError, match="names no hook"):
         feature_stats(model, dic, iter([torch.zeros(1, 8, dtype=torch.long)]))
+
+
+def test_example_windows_carry_each_tokens_activation(run):
+    _, out, acts, tokens = run
+    art = FeatureArtifact(out)
+    n = 0
+    for feature in range(art.d_sae):
+        for ex in art.examples(feature):
+            start = ex.context * 8 + ex.position - ex.target  # flat index of the window's first token
+            want = acts[start : start + len(ex.tokens), feature] - 1e-4
+            assert list(ex.activations) == pytest.approx(want.clamp_min(0).tolist(), abs=1e-5)
+            assert list(ex.tokens) == [str(int(t)) for t in tokens[start : start + len(ex.tokens)]]
+            assert ex.activations[ex.target] == pytest.approx(ex.activation)
+            n += 1
+    assert n > 50
+
+
+def test_random_windows_hold_every_features_activations(run):
+    stats, out, acts, _ = run
+    art = FeatureArtifact(out)
+    assert len(art.random(0)) == stats.config.n_random  # 768 tokens > 100 windows: the reservoir is full
+    locs = set()
+    for feature in (0, 3, 15):
+        for ex in art.random(feature):
+            start = ex.context * 8 + ex.position - ex.target
+            locs.add(ex.context * 8 + ex.position)
+            want = (acts[start : start + len(ex.tokens), feature] - 1e-4).clamp_min(0)
+            assert list(ex.activations) == pytest.approx(want.tolist(), abs=1e-5)
+    assert len(locs) == stats.config.n_random  # distinct tokens
+
+
+def test_quantile_bins_hold_equal_counts(tmp_path):
+    model = load_model("toy/compiled_features", device="cpu")
+    dic, truth = true_features(b_enc=-1e-4)
+    batches = [torch.randint(0, 32, (16, 8), generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    stats = feature_stats(model, dic, iter(batches), StatsConfig(n_quantiles=5, reservoir=400))
+    acts = truth.feature_acts[torch.cat(batches).flatten()]
+    art, checked = FeatureArtifact(stats.save(tmp_path / "q", model)), 0
+    for feature in range(art.d_sae):
+        n = int(stats.counts[feature])
+        if n < stats.config.n_quantiles:
+            continue
+        assert n <= stats.config.reservoir  # the reservoir holds every active token: the bins are exact
+        edges = art.summary(feature)["quantile_edges"]
+        true = (acts[:, feature] - 1e-4)[acts[:, feature] > 0].sort().values
+        # the bins split the sorted activations into n_quantiles runs whose sizes differ by at most 1
+        sizes = [len(c) for c in true.tensor_split(stats.config.n_quantiles)]
+        assert max(sizes) - min(sizes) <= 1
+        assert edges[0] == pytest.approx(float(true[0]), abs=1e-5)
+        assert edges[-1] == pytest.approx(float(true[-1]), abs=1e-5)
+        starts = [float(c[0]) for c in true.tensor_split(stats.config.n_quantiles) if len(c)]
+        assert edges[:-1] == pytest.approx(starts, abs=1e-5)
+        checked += 1
+    assert checked >= 8
+
+
+def test_reservoir_keeps_the_last_writer_of_a_slot():
+    from mechscope.features.stats import _last_per_slot
+
+    key = torch.tensor([3, 1, 3, 3, 0])
+    n = torch.tensor([10, 11, 12, 9, 13])
+    assert _last_per_slot(key, n).tolist() == [False, True, True, False, True]
+
+
+def test_artifact_errors(run, tmp_path):
+    _, out, _, _ = run
+    art = FeatureArtifact(out)
+    with pytest.raises(ArtifactError, match="feature 99 is not in"):
+        art.examples(99)
+    with pytest.raises(ArtifactError, match="no meta.json"):
+        FeatureArtifact(tmp_path)
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "examples.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(ArtifactError, match="cannot be read"):
+        FeatureArtifact(broken).examples(0)
+    (broken / "random.parquet").unlink()
+    with pytest.raises(ArtifactError, match="partial: missing random.parquet"):
+        FeatureArtifact(broken)
+    assert art.sql("SELECT count(*) FROM features").fetchall()[0][0] == 16

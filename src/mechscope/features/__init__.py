@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
-from .stats import BINS, FeatureStats, StatsConfig, feature_stats, load_meta
+from .artifact import ArtifactError, FeatureArtifact, FeatureExample
+from .stats import BINS, SCHEMA_VERSION, FeatureStats, StatsConfig, feature_stats, load_meta
 
-__all__ = ["BINS", "FeatureStats", "StatsConfig", "feature_stats", "load_meta"]
+__all__ = [
+    "BINS",
+    "SCHEMA_VERSION",
+    "ArtifactError",
+    "FeatureArtifact",
+    "FeatureExample",
+    "FeatureStats",
+    "StatsConfig",
+    "feature_stats",
+    "load_meta",
+]

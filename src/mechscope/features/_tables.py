@@ -46,6 +46,7 @@ def write_tables(st: Any, model: HookedModel, path: Path) -> None:
             "suppressed": [decode(row) for row in st.logit_bottom.tolist()],
             "cooccurring": co_ids.tolist(),
             "cooccurring_counts": co_counts.tolist(),
+            "quantile_edges": [_edges(st, i) for i in range(d)],
         }),
         path / "features.parquet",
     )  # fmt: skip
@@ -64,27 +65,62 @@ def write_tables(st: Any, model: HookedModel, path: Path) -> None:
                   "count": [int(cooc[i, j]) for i, j in pairs]}),
         path / "cooccurrence.parquet",
     )  # fmt: skip
+    _random_tables(st, decode, path)
+
+
+def _edges(st: Any, i: int) -> list[float]:
+    """Activation edges of latent ``i``'s equal-count quantile bins (from its reservoir)."""
+    vals = st.res_vals[i][st.res_locs[i] >= 0].sort().values
+    if len(vals) == 0:
+        return []
+    chunks = [c for c in vals.tensor_split(st.config.n_quantiles) if len(c)]
+    return [float(c[0]) for c in chunks] + [float(vals[-1])]
+
+
+def _window(st: Any, loc: int) -> tuple[int, int, int, int]:
+    """``(context, position, lo, hi)``: the token window around flat token ``loc``, clipped to its context."""
+    ctx, w = st.tokens.shape[1], st.config.window
+    c, p = divmod(loc, ctx)
+    return c, p, max(0, p - w), min(ctx, p + w + 1)
+
+
+def _random_tables(st: Any, decode: Any, path: Path) -> None:
+    held = (st.rand_locs >= 0).nonzero().flatten().tolist()
+    rows: dict[str, list[Any]] = {"example": [], "context": [], "position": [], "tokens": [], "target": []}
+    acts: dict[str, list[Any]] = {"example": [], "feature": [], "index": [], "activation": []}
+    for e, r in enumerate(held):
+        c, p, lo, hi = _window(st, int(st.rand_locs[r]))
+        for key, value in zip(rows, (e, c, p, decode(st.tokens[c, lo:hi].tolist()), p - lo)):
+            rows[key].append(value)
+        win = st.rand_win[r, lo - (p - st.config.window) :][: hi - lo]  # [hi - lo, d]
+        for j, f in win.nonzero().tolist():
+            for key, value in zip(acts, (e, f, j, float(win[j, f]))):
+                acts[key].append(value)
+    _write(pa.table(rows), path / "random.parquet")
+    schema = pa.schema([("example", pa.int64()), ("feature", pa.int64()), ("index", pa.int64()),
+                        ("activation", pa.float64())])  # fmt: skip
+    _write(pa.table(acts, schema=schema), path / "random_activations.parquet")
 
 
 def _examples(st: Any, decode: Any) -> pa.Table:
-    cfg, ctx = st.config, st.tokens.shape[1]
+    cfg = st.config
     rows: dict[str, list[Any]] = {k: [] for k in ("feature", "kind", "quantile", "rank", "activation",
-                                                  "context", "position", "tokens", "target")}  # fmt: skip
+                                                  "context", "position", "tokens", "target", "activations")}  # fmt: skip
 
-    def add(feature: int, kind: str, quantile: int, rank: int, act: float, loc: int) -> None:
-        c, p = divmod(loc, ctx)
-        lo, hi = max(0, p - cfg.window), min(ctx, p + cfg.window + 1)
+    def add(feature: int, kind: str, quantile: int, rank: int, act: float, loc: int, win: Any) -> None:
+        c, p, lo, hi = _window(st, loc)
+        acts = win[lo - (p - cfg.window) :][: hi - lo].tolist()
         for key, value in zip(
-            rows, (feature, kind, quantile, rank, act, c, p, decode(st.tokens[c, lo:hi].tolist()), p - lo)
+            rows, (feature, kind, quantile, rank, act, c, p, decode(st.tokens[c, lo:hi].tolist()), p - lo, acts)
         ):
             rows[key].append(value)
 
     for i in range(st.counts.shape[0]):
         for r, (v, loc) in enumerate(zip(st.top_vals[i].tolist(), st.top_locs[i].tolist())):
             if loc >= 0 and v > 0:
-                add(i, "top", -1, r, v, loc)
+                add(i, "top", -1, r, v, loc, st.top_win[i, r])
         held = st.res_locs[i] >= 0
-        vals, locs = st.res_vals[i][held], st.res_locs[i][held]
+        vals, locs, wins = st.res_vals[i][held], st.res_locs[i][held], st.res_win[i][held]
         if len(vals) == 0:
             continue
         order = vals.argsort()
@@ -92,5 +128,5 @@ def _examples(st: Any, decode: Any) -> pa.Table:
             for r, j in enumerate(
                 chunk[:: max(1, len(chunk) // max(cfg.per_quantile, 1))][: cfg.per_quantile].tolist()
             ):
-                add(i, "quantile", q, r, float(vals[j]), int(locs[j]))
+                add(i, "quantile", q, r, float(vals[j]), int(locs[j]), wins[j])
     return pa.table(rows)

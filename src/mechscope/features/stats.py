@@ -10,16 +10,21 @@ forward stops there), encode, and update, for every latent ``i``:
 4. **quantile samples**: a reservoir of ``reservoir`` active ``(activation, location)`` pairs
    per latent (each active token is kept with equal probability, seeded); at the end the
    reservoir is sorted and cut into ``n_quantiles`` **equal-count** bins, ``per_quantile``
-   examples drawn from each;
+   examples drawn from each (the bins' edges are kept, to mark them on the histogram);
 5. **co-occurrence**: how often two latents fire on the same token (from each token's active
    latents, so the cost follows the active count, not ``d_sae²`` per token).
 
-The contexts' tokens are kept (``int32``) so each example carries a window of ``window`` tokens
-either side. **Logit effects** are ``W_dec @ W_U`` (the decoder direction through the
+Every example keeps the latent's activation on each token of a window of ``window`` tokens either
+side (gathered from the batch when the example enters the top-k or the reservoir, so no second
+pass is needed), and the contexts' tokens are kept (``int32``) to decode the windows. A seeded
+reservoir of ``n_random`` **random windows** keeps every latent's activations on them: the
+held-out, mostly non-firing contexts that scoring and validation need. **Logit effects** are ``W_dec @ W_U`` (the decoder direction through the
 unembedding, final norm left out): the tokens each latent promotes and suppresses most.
 
 Saved as Parquet tables, queryable with DuckDB: ``features.parquet``, ``examples.parquet``,
-``histogram.parquet``, ``cooccurrence.parquet``, plus ``meta.json``.
+``histogram.parquet``, ``cooccurrence.parquet``, ``random.parquet`` (the random windows) and
+``random_activations.parquet`` (their non-zero activations, one row per latent and token), plus
+``meta.json``, written last: a directory without it is not an artifact.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ from .._version import __version__
 from ..dictionary.base import Dictionary
 from ..errors import MechscopeError
 from ..models import HookedModel
+
+SCHEMA_VERSION = 2
+"""Version of the artifact's tables (2: per-token activations in every example, random windows)."""
 
 BINS = torch.linspace(-4.0, 2.0, 31)
 """Edges of the ``log10 activation`` histogram (activations from 1e-4 to 100)."""
@@ -61,8 +69,15 @@ class StatsConfig:
     """Co-occurring latents kept per latent."""
     logit_top: int = 10
     """Promoted and suppressed tokens kept per latent."""
+    n_random: int = 100
+    """Random windows kept with every latent's activations (held-out contexts for scoring)."""
     seed: int = 0
     """Seed of the reservoir sampling."""
+
+    @property
+    def width(self) -> int:
+        """Tokens per example window: ``2 * window + 1``."""
+        return 2 * self.window + 1
 
 
 @dataclass
@@ -77,8 +92,12 @@ class FeatureStats:
     hist: Tensor  # [d_sae, bins] long
     top_vals: Tensor  # [d_sae, top_k]
     top_locs: Tensor  # [d_sae, top_k] long: flat token index (-1: empty)
+    top_win: Tensor  # [d_sae, top_k, width]: the latent's activations around each top example
     res_vals: Tensor  # [d_sae, reservoir]
     res_locs: Tensor  # [d_sae, reservoir] long (-1: empty)
+    res_win: Tensor  # [d_sae, reservoir, width]
+    rand_locs: Tensor  # [n_random] long (-1: empty)
+    rand_win: Tensor  # [n_random, width, d_sae]: every latent's activations around each random token
     cooc: Tensor  # [d_sae, d_sae] long
     tokens: Tensor  # [n_ctx, ctx] int32
     logit_top: Tensor  # [d_sae, logit_top] token ids promoted
@@ -93,8 +112,10 @@ class FeatureStats:
         write_tables(self, model, path)
         atomic_write_json(
             path / "meta.json",
-            {"kind": "feature-stats", "schema_version": 1, "mechscope_version": __version__, "hook": self.hook,
-             "n_tokens": self.n_tokens, "config": asdict(self.config)},
+            {"kind": "feature-stats", "schema_version": SCHEMA_VERSION, "mechscope_version": __version__,
+             "model": model.cfg.name, "hook": self.hook, "d_sae": int(self.counts.shape[0]),
+             "n_tokens": self.n_tokens, "n_contexts": int(self.tokens.shape[0]),
+             "ctx": int(self.tokens.shape[1]), "config": asdict(self.config)},
         )  # fmt: skip
         return path
 
@@ -111,12 +132,15 @@ def feature_stats(
     st = _empty(cfg, hook, d)
     seen, kept = torch.zeros(d, dtype=torch.long), []
     for batch in contexts:
+        if batch.ndim != 2 or (kept and batch.shape[1] != kept[0].shape[1]):
+            raise MechscopeError(
+                f"contexts must be [batch, ctx] token batches of one length, got {tuple(batch.shape)}"
+            )
         _, cache = model.run_with_cache(batch, names=[hook], return_logits=False)
         x = cache[hook].reshape(-1, cache[hook].shape[-1])
         with torch.no_grad():
             f = dictionary.encode(x.to(dictionary.W_dec.dtype)).float()  # [tokens, d_sae]
-        offset = st.n_tokens
-        _update(st, f, offset, cfg, seen, gen)
+        _update(st, f, batch.shape[1], cfg, seen, gen)
         kept.append(batch.to(torch.int32))
         st.n_tokens += f.shape[0]
     if not kept:
@@ -127,30 +151,57 @@ def feature_stats(
 
 
 def _empty(cfg: StatsConfig, hook: str, d: int) -> FeatureStats:
+    w = cfg.width
     return FeatureStats(
         cfg, hook, 0, torch.zeros(d, dtype=torch.long), torch.zeros(d, dtype=torch.float64),
         torch.zeros(d, len(BINS) - 1, dtype=torch.long), torch.zeros(d, cfg.top_k),
-        torch.full((d, cfg.top_k), -1), torch.zeros(d, cfg.reservoir), torch.full((d, cfg.reservoir), -1),
+        torch.full((d, cfg.top_k), -1), torch.zeros(d, cfg.top_k, w), torch.zeros(d, cfg.reservoir),
+        torch.full((d, cfg.reservoir), -1), torch.zeros(d, cfg.reservoir, w),
+        torch.full((cfg.n_random,), -1), torch.zeros(cfg.n_random, w, d),
         torch.zeros(d, d, dtype=torch.long), torch.zeros(0, 0, dtype=torch.int32),
         torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.long),
     )  # fmt: skip
 
 
-def _update(
-    st: FeatureStats, f: Tensor, offset: int, cfg: StatsConfig, seen: Tensor, gen: torch.Generator
-) -> None:
+class _Windows:
+    """Activations in a window around tokens of one batch (zero beyond the context's ends)."""
+
+    def __init__(self, f: Tensor, ctx: int, window: int) -> None:  # f [tokens, d]
+        self.ctx, self.window = ctx, window
+        self.padded = torch.nn.functional.pad(f.reshape(-1, ctx, f.shape[1]), (0, 0, window, window))
+        self.offsets = torch.arange(2 * window + 1)
+
+    def of(self, tok: Tensor, lat: Tensor) -> Tensor:
+        """``[n, width]``: latent ``lat[j]`` around batch token ``tok[j]``."""
+        c, p = tok // self.ctx, tok % self.ctx
+        return self.padded[c[:, None], p[:, None] + self.offsets, lat[:, None]]
+
+    def all_latents(self, tok: Tensor) -> Tensor:
+        """``[n, width, d]``: every latent around batch token ``tok[j]``."""
+        c, p = tok // self.ctx, tok % self.ctx
+        return self.padded[c[:, None], p[:, None] + self.offsets]
+
+
+def _update(st: FeatureStats, f: Tensor, ctx: int, cfg: StatsConfig, seen: Tensor, gen: torch.Generator) -> None:
+    offset, wins = st.n_tokens, _Windows(f, ctx, cfg.window)
     active = f > 0  # [tokens, d]
     st.counts += active.sum(0)
     st.sums += torch.where(active, f, 0).double().sum(0)
     logs = torch.log10(f.clamp_min(1e-30))
     bins = torch.bucketize(logs, BINS[1:-1]).clamp(0, len(BINS) - 2)  # [tokens, d]
     st.hist.scatter_add_(1, torch.where(active, bins, 0).T, active.T.long())
-    locs = torch.arange(offset, offset + f.shape[0]).expand(f.shape[1], -1)  # [d, tokens]
-    vals = torch.cat([st.top_vals, torch.where(active, f, 0).T], dim=1)
-    all_locs = torch.cat([st.top_locs, torch.where(active.T, locs, -1)], dim=1)
+    vals = torch.cat([st.top_vals, torch.where(active, f, 0).T], dim=1)  # [d, top_k + tokens]
     top = vals.topk(cfg.top_k, dim=1)
-    st.top_vals, st.top_locs = top.values, all_locs.gather(1, top.indices)
-    _reservoir(st, f, active, offset, cfg, seen, gen)
+    new = top.indices >= cfg.top_k  # entries from this batch
+    old_win = st.top_win.gather(1, top.indices.clamp_max(cfg.top_k - 1)[..., None].expand(-1, -1, cfg.width))
+    old_locs = st.top_locs.gather(1, top.indices.clamp_max(cfg.top_k - 1))
+    lat, slot = new.nonzero(as_tuple=True)
+    tok = top.indices[lat, slot] - cfg.top_k
+    old_win[lat, slot], old_locs[lat, slot] = wins.of(tok, lat), tok + offset
+    empty = top.values <= 0
+    st.top_vals, st.top_locs, st.top_win = top.values, old_locs.masked_fill(empty, -1), old_win
+    _reservoir(st, f, active, wins, cfg, seen, gen)
+    _random_windows(st, f.shape[0], wins, cfg, gen)
     tok, lat = active.nonzero(as_tuple=True)
     if len(tok):
         groups = torch.split(lat, torch.bincount(tok, minlength=f.shape[0]).tolist())
@@ -160,26 +211,51 @@ def _update(
                                    torch.ones(len(g), len(g), dtype=torch.long), accumulate=True)  # fmt: skip
 
 
+def _last_per_slot(key: Tensor, n: Tensor) -> Tensor:
+    """Mask of the entries that win their slot: the latest (largest ``n``) of those sharing a ``key``.
+
+    Algorithm R replaces a slot each time; within one batch several tokens may draw the same slot,
+    and the last of them must be the one kept.
+    """
+    best = torch.full((int(key.max()) + 1,), -1, dtype=torch.long).scatter_reduce(0, key, n, "amax")
+    return best[key] == n
+
+
 def _reservoir(
-    st: FeatureStats,
-    f: Tensor,
-    active: Tensor,
-    offset: int,
-    cfg: StatsConfig,
-    seen: Tensor,
-    gen: torch.Generator,
+    st: FeatureStats, f: Tensor, active: Tensor, wins: _Windows, cfg: StatsConfig, seen: Tensor, gen: torch.Generator
 ) -> None:
     """Algorithm R per latent over its active tokens (vectorised over the batch's active entries)."""
     tok, lat = active.nonzero(as_tuple=True)
+    if len(tok) == 0:
+        return
     order = torch.argsort(lat, stable=True)
     tok, lat = tok[order], lat[order]
     rank = torch.arange(len(lat)) - torch.searchsorted(lat, lat)  # index among this latent's entries
     n = seen[lat] + rank  # how many active tokens this latent had before this one
+    seen += torch.bincount(lat, minlength=seen.shape[0])
     slot = torch.where(n < cfg.reservoir, n, (torch.rand(len(n), generator=gen) * (n + 1).double()).long())
     keep = slot < cfg.reservoir
-    st.res_vals[lat[keep], slot[keep]] = f[tok[keep], lat[keep]]
-    st.res_locs[lat[keep], slot[keep]] = tok[keep] + offset
-    seen += torch.bincount(lat, minlength=seen.shape[0])
+    tok, lat, slot, n = tok[keep], lat[keep], slot[keep], n[keep]
+    if len(tok):
+        win = _last_per_slot(lat * cfg.reservoir + slot, n)
+        tok, lat, slot = tok[win], lat[win], slot[win]
+        st.res_vals[lat, slot] = f[tok, lat]
+        st.res_locs[lat, slot] = tok + st.n_tokens
+        st.res_win[lat, slot] = wins.of(tok, lat)
+
+
+def _random_windows(st: FeatureStats, n_tok: int, wins: _Windows, cfg: StatsConfig, gen: torch.Generator) -> None:
+    """Algorithm R over all tokens: ``n_random`` uniformly chosen tokens with every latent around them."""
+    if cfg.n_random == 0:
+        return
+    n = torch.arange(st.n_tokens, st.n_tokens + n_tok)
+    slot = torch.where(n < cfg.n_random, n, (torch.rand(n_tok, generator=gen) * (n + 1).double()).long())
+    keep = slot < cfg.n_random
+    tok, slot, n = (n - st.n_tokens)[keep], slot[keep], n[keep]
+    if len(tok):
+        win = _last_per_slot(slot, n)
+        st.rand_locs[slot[win]] = tok[win] + st.n_tokens
+        st.rand_win[slot[win]] = wins.all_latents(tok[win])
 
 
 def _logit_effects(model: HookedModel, dictionary: Dictionary, k: int) -> tuple[Tensor, Tensor]:
@@ -197,4 +273,4 @@ def load_meta(path: str | Path) -> dict[str, Any]:
     return dict(json.loads((Path(path) / "meta.json").read_text()))
 
 
-__all__ = ["BINS", "FeatureStats", "StatsConfig", "feature_stats", "load_meta"]
+__all__ = ["BINS", "SCHEMA_VERSION", "FeatureStats", "StatsConfig", "feature_stats", "load_meta"]
