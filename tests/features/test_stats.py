@@ -144,7 +144,7 @@ def test_artifact_errors(run, tmp_path):
     art = FeatureArtifact(out)
     with pytest.raises(ArtifactError, match="feature 99 is not in"):
         art.examples(99)
-    with pytest.raises(ArtifactError, match="no meta.json"):
+    with pytest.raises(ArtifactError, match=r"no meta\.json"):
         FeatureArtifact(tmp_path)
     import shutil
 
@@ -154,6 +154,6 @@ def test_artifact_errors(run, tmp_path):
     with pytest.raises(ArtifactError, match="cannot be read"):
         FeatureArtifact(broken).examples(0)
     (broken / "random.parquet").unlink()
-    with pytest.raises(ArtifactError, match="partial: missing random.parquet"):
+    with pytest.raises(ArtifactError, match=r"partial: missing random\.parquet"):
         FeatureArtifact(broken)
     assert art.sql("SELECT count(*) FROM features").fetchall()[0][0] == 16

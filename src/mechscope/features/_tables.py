@@ -111,7 +111,8 @@ def _examples(st: Any, decode: Any) -> pa.Table:
         c, p, lo, hi = _window(st, loc)
         acts = win[lo - (p - cfg.window) :][: hi - lo].tolist()
         for key, value in zip(
-            rows, (feature, kind, quantile, rank, act, c, p, decode(st.tokens[c, lo:hi].tolist()), p - lo, acts)
+            rows,
+            (feature, kind, quantile, rank, act, c, p, decode(st.tokens[c, lo:hi].tolist()), p - lo, acts),
         ):
             rows[key].append(value)
 

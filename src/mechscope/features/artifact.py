@@ -85,7 +85,9 @@ class FeatureArtifact:
             )
         missing = [t for t in TABLES if not (self.path / f"{t}.parquet").is_file()]
         if missing:
-            raise ArtifactError(f"{self.path} is partial: missing {', '.join(m + '.parquet' for m in missing)}")
+            raise ArtifactError(
+                f"{self.path} is partial: missing {', '.join(m + '.parquet' for m in missing)}"
+            )
 
     @property
     def d_sae(self) -> int:
@@ -135,7 +137,9 @@ class FeatureArtifact:
     def check(self, feature: int) -> int:
         """``feature`` as an int, or a clear error when the artifact has no such feature."""
         if not isinstance(feature, int) or not 0 <= feature < self.d_sae:
-            raise ArtifactError(f"feature {feature!r} is not in {self.path}: it has features 0..{self.d_sae - 1}")
+            raise ArtifactError(
+                f"feature {feature!r} is not in {self.path}: it has features 0..{self.d_sae - 1}"
+            )
         return feature
 
     def summary(self, feature: int) -> dict[str, Any]:
@@ -186,7 +190,10 @@ class FeatureArtifact:
     def cooccurring(self, feature: int) -> list[tuple[int, int]]:
         """``(other feature, count)`` of every feature that fired with this one, most frequent first."""
         cols = self._columns("cooccurrence")
-        pairs = [(cols["other"][j], cols["count"][j]) for j in self._by_feature["cooccurrence"].get(self.check(feature), [])]
+        pairs = [
+            (cols["other"][j], cols["count"][j])
+            for j in self._by_feature["cooccurrence"].get(self.check(feature), [])
+        ]
         return sorted(pairs, key=lambda p: -p[1])
 
     def sql(self, query: str) -> Any:

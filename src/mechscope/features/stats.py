@@ -130,7 +130,7 @@ def feature_stats(
         raise MechscopeError("the dictionary names no hook (config.hook_name)")
     gen = torch.Generator().manual_seed(cfg.seed)
     st = _empty(cfg, hook, d)
-    seen, kept = torch.zeros(d, dtype=torch.long), []
+    seen, kept = torch.zeros(d, dtype=torch.long), list[Tensor]()
     for batch in contexts:
         if batch.ndim != 2 or (kept and batch.shape[1] != kept[0].shape[1]):
             raise MechscopeError(
@@ -182,7 +182,9 @@ class _Windows:
         return self.padded[c[:, None], p[:, None] + self.offsets]
 
 
-def _update(st: FeatureStats, f: Tensor, ctx: int, cfg: StatsConfig, seen: Tensor, gen: torch.Generator) -> None:
+def _update(
+    st: FeatureStats, f: Tensor, ctx: int, cfg: StatsConfig, seen: Tensor, gen: torch.Generator
+) -> None:
     offset, wins = st.n_tokens, _Windows(f, ctx, cfg.window)
     active = f > 0  # [tokens, d]
     st.counts += active.sum(0)
@@ -222,7 +224,13 @@ def _last_per_slot(key: Tensor, n: Tensor) -> Tensor:
 
 
 def _reservoir(
-    st: FeatureStats, f: Tensor, active: Tensor, wins: _Windows, cfg: StatsConfig, seen: Tensor, gen: torch.Generator
+    st: FeatureStats,
+    f: Tensor,
+    active: Tensor,
+    wins: _Windows,
+    cfg: StatsConfig,
+    seen: Tensor,
+    gen: torch.Generator,
 ) -> None:
     """Algorithm R per latent over its active tokens (vectorised over the batch's active entries)."""
     tok, lat = active.nonzero(as_tuple=True)
@@ -244,7 +252,9 @@ def _reservoir(
         st.res_win[lat, slot] = wins.of(tok, lat)
 
 
-def _random_windows(st: FeatureStats, n_tok: int, wins: _Windows, cfg: StatsConfig, gen: torch.Generator) -> None:
+def _random_windows(
+    st: FeatureStats, n_tok: int, wins: _Windows, cfg: StatsConfig, gen: torch.Generator
+) -> None:
     """Algorithm R over all tokens: ``n_random`` uniformly chosen tokens with every latent around them."""
     if cfg.n_random == 0:
         return
