@@ -16,6 +16,7 @@ from mechscope.steering import (
     caa,
     clamp_feature,
     steer,
+    steer_features,
     steering_hooks,
     strength_sweep,
     token_logodds,
@@ -131,3 +132,33 @@ def test_clamping_a_feature_sets_it_and_nothing_else():
         assert torch.equal(model(tokens), base)
     with pytest.raises(MechscopeError, match="out of range"):
         clamp_feature(dic, 99, 1.0)
+
+
+def test_steer_features_several_at_chosen_positions():
+    model = load_model("toy/compiled_features", device="cpu")
+    dic, truth = true_features()
+    tokens = torch.arange(32).view(4, 8)
+    hook = steer_features(dic, {3: 2.5, 7: 0.0}, positions=[1, -1])
+    _, out = _record(model, tokens, "blocks.0.hook_mlp_out", [hook])
+    f = dic.encode(out.reshape(-1, out.shape[-1])).view(4, 8, -1)
+    expected = truth.feature_acts[tokens].clone()  # [4, 8, d_sae]
+    expected[:, [1, 7], 3] = 2.5
+    expected[:, [1, 7], 7] = 0.0
+    torch.testing.assert_close(f, expected, atol=1e-5, rtol=0)
+    # adding: the logit of the promoted token rises by exactly alpha, only where asked
+    with torch.no_grad():
+        base = model(tokens)
+        with model.hooks([steer_features(dic, {5: 1.5}, mode="add", positions=[0])]):
+            added = model(tokens)
+    shift = added[..., 5] - base[..., 5]
+    torch.testing.assert_close(shift[:, 0], torch.full((4,), 1.5), atol=1e-5, rtol=0)
+    assert shift[:, 1:].abs().max() < 1e-6
+    with torch.no_grad(), model.hooks([steer_features(dic, {5: 0.0, 2: 0.0}, mode="add")]):
+        assert torch.equal(model(tokens), base)
+    with (
+        pytest.raises(MechscopeError, match="outside the prompt"),
+        model.hooks([steer_features(dic, {5: 1.0}, positions=[9])]),
+    ):
+        model(tokens)
+    with pytest.raises(MechscopeError, match="mode must be"):
+        steer_features(dic, {5: 1.0}, mode="set")

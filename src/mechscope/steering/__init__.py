@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .features import add_feature, clamp_feature
+from .features import add_feature, clamp_feature, steer_features
 from .probes import Flag, Monitored, Probe, auroc, best_feature, collect, monitor, train_probe
 from .sweep import SweepRow, strength_sweep, token_logodds
 from .vectors import SteeringVector, actadd, caa, steer, steering_hooks
@@ -23,6 +23,7 @@ __all__ = [
     "collect",
     "monitor",
     "steer",
+    "steer_features",
     "steering_hooks",
     "strength_sweep",
     "token_logodds",
