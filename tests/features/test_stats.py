@@ -157,3 +157,17 @@ def test_artifact_errors(run, tmp_path):
     with pytest.raises(ArtifactError, match=r"partial: missing random\.parquet"):
         FeatureArtifact(broken)
     assert art.sql("SELECT count(*) FROM features").fetchall()[0][0] == 16
+
+
+def test_skip_first_leaves_the_first_positions_out(tmp_path):
+    model = load_model("toy/compiled_features", device="cpu")
+    dic, truth = true_features(b_enc=-1e-4)
+    batches = [torch.randint(0, 32, (16, 8), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    stats = feature_stats(model, dic, iter(batches), StatsConfig(skip_first=2))
+    acts = truth.feature_acts[torch.cat(batches)][:, 2:]  # [n, ctx - 2, d]
+    assert torch.equal(stats.counts, (acts > 0).sum((0, 1)))
+    assert stats.n_skipped == 32 * 2
+    art = FeatureArtifact(stats.save(tmp_path / "s", model, extra={"corpus": "x"}))
+    assert art.meta["corpus"] == "x" and art.meta["n_skipped"] == 64
+    assert art.column("density") == pytest.approx((acts > 0).double().mean((0, 1)).tolist())
+    assert all(ex.position >= 2 for f in range(16) for ex in art.examples(f))

@@ -38,7 +38,7 @@ def write_tables(st: Any, model: HookedModel, path: Path) -> None:
     _write(
         pa.table({
             "feature": list(range(d)),
-            "density": (st.counts.double() / max(st.n_tokens, 1)).tolist(),
+            "density": (st.counts.double() / max(st.n_tokens - st.n_skipped, 1)).tolist(),
             "n_active": st.counts.tolist(),
             "mean_activation": (st.sums / st.counts.clamp_min(1)).tolist(),
             "max_activation": st.top_vals[:, 0].tolist(),

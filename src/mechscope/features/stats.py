@@ -69,6 +69,9 @@ class StatsConfig:
     """Co-occurring latents kept per latent."""
     logit_top: int = 10
     """Promoted and suppressed tokens kept per latent."""
+    skip_first: int = 0
+    """Positions at the start of every context read as silent (1 with a BOS first: an attention sink
+    whose activations are outliers); they are left out of the density's denominator."""
     n_random: int = 100
     """Random windows kept with every latent's activations (held-out contexts for scoring)."""
     seed: int = 0
@@ -87,6 +90,7 @@ class FeatureStats:
     config: StatsConfig
     hook: str
     n_tokens: int
+    n_skipped: int
     counts: Tensor  # [d_sae] long
     sums: Tensor  # [d_sae] float64: activation sums (active tokens)
     hist: Tensor  # [d_sae, bins] long
@@ -103,8 +107,8 @@ class FeatureStats:
     logit_top: Tensor  # [d_sae, logit_top] token ids promoted
     logit_bottom: Tensor  # [d_sae, logit_top] token ids suppressed
 
-    def save(self, path: str | Path, model: HookedModel) -> Path:
-        """Write the Parquet tables and ``meta.json`` into directory ``path``."""
+    def save(self, path: str | Path, model: HookedModel, extra: dict[str, Any] | None = None) -> Path:
+        """Write the Parquet tables and ``meta.json`` (with ``extra`` merged in) into directory ``path``."""
         from ._tables import write_tables
 
         path = Path(path)
@@ -115,7 +119,8 @@ class FeatureStats:
             {"kind": "feature-stats", "schema_version": SCHEMA_VERSION, "mechscope_version": __version__,
              "model": model.cfg.name, "hook": self.hook, "d_sae": int(self.counts.shape[0]),
              "n_tokens": self.n_tokens, "n_contexts": int(self.tokens.shape[0]),
-             "ctx": int(self.tokens.shape[1]), "config": asdict(self.config)},
+             "n_skipped": self.n_skipped, "ctx": int(self.tokens.shape[1]), "config": asdict(self.config),
+             **(extra or {})},
         )  # fmt: skip
         return path
 
@@ -140,6 +145,9 @@ def feature_stats(
         x = cache[hook].reshape(-1, cache[hook].shape[-1])
         with torch.no_grad():
             f = dictionary.encode(x.to(dictionary.W_dec.dtype)).float()  # [tokens, d_sae]
+        if cfg.skip_first:
+            f.view(batch.shape[0], batch.shape[1], -1)[:, : cfg.skip_first] = 0
+            st.n_skipped += batch.shape[0] * min(cfg.skip_first, batch.shape[1])
         _update(st, f, batch.shape[1], cfg, seen, gen)
         kept.append(batch.to(torch.int32))
         st.n_tokens += f.shape[0]
@@ -153,7 +161,7 @@ def feature_stats(
 def _empty(cfg: StatsConfig, hook: str, d: int) -> FeatureStats:
     w = cfg.width
     return FeatureStats(
-        cfg, hook, 0, torch.zeros(d, dtype=torch.long), torch.zeros(d, dtype=torch.float64),
+        cfg, hook, 0, 0, torch.zeros(d, dtype=torch.long), torch.zeros(d, dtype=torch.float64),
         torch.zeros(d, len(BINS) - 1, dtype=torch.long), torch.zeros(d, cfg.top_k),
         torch.full((d, cfg.top_k), -1), torch.zeros(d, cfg.top_k, w), torch.zeros(d, cfg.reservoir),
         torch.full((d, cfg.reservoir), -1), torch.zeros(d, cfg.reservoir, w),

@@ -49,8 +49,12 @@ class ValidationConfig:
     """Precision needed for ``pass``."""
     min_recall: float = 0.5
     """Recall needed for ``pass``."""
+    skip_first: int = 0
+    """Positions at the start of each context read as silent (1 with a BOS first)."""
     per_class: int = 32
     """Held-out contexts kept that match the explanation, and as many that do not."""
+    causal_contexts: int = 16
+    """Firing held-out contexts the causal check runs (two full forward passes each)."""
 
 
 @dataclass(frozen=True)
@@ -106,15 +110,18 @@ def _logodds(logits: Tensor, up: Tensor, down: Tensor) -> Tensor:  # [..., vocab
     return lp[..., up].logsumexp(-1) - lp[..., down].logsumexp(-1)
 
 
-def _acts(model: HookedModel, dictionary: Dictionary, feature: int, tokens: Tensor) -> Tensor:
-    """The feature on every token, ``[n, ctx]`` (the forward stops at the dictionary's hook)."""
+def _acts(
+    model: HookedModel, dictionary: Dictionary, feature: int, tokens: Tensor, skip_first: int = 0
+) -> Tensor:
+    """The feature on every token, ``[n, ctx]``, the first ``skip_first`` read as 0 (the forward stops at the hook)."""
     hook = dictionary.config.hook_name
     _, cache = model.run_with_cache(tokens, names=[hook], return_logits=False)
     x = cache[hook]
     with torch.no_grad():
-        return dictionary.encode(x.reshape(-1, x.shape[-1]).to(dictionary.W_dec.dtype))[:, feature].view(
-            x.shape[:-1]
-        )
+        f = dictionary.encode(x.reshape(-1, x.shape[-1]).to(dictionary.W_dec.dtype))[:, feature]
+    f = f.view(x.shape[:-1]).clone()
+    f[:, :skip_first] = 0
+    return f
 
 
 def precision_recall(
@@ -124,11 +131,16 @@ def precision_recall(
     contexts: Tensor,
     predicted: Sequence[bool],
     threshold: float = 0.0,
+    acts: Tensor | None = None,
 ) -> tuple[float, float, int, int]:
-    """``(precision, recall, n_predicted, n_fired)`` of ``predicted`` against the feature on ``contexts``."""
+    """``(precision, recall, n_predicted, n_fired)`` of ``predicted`` against the feature on ``contexts``.
+
+    ``acts [n, ctx]``: the feature's activations on ``contexts`` when already known.
+    """
     if len(predicted) != contexts.shape[0]:
         raise MechscopeError(f"{len(predicted)} predictions for {contexts.shape[0]} contexts")
-    fired = _acts(model, dictionary, feature, contexts).amax(-1) > threshold  # [n]
+    acts = _acts(model, dictionary, feature, contexts) if acts is None else acts
+    fired = acts.amax(-1) > threshold  # [n]
     pred = torch.tensor([bool(p) for p in predicted])
     both = int((fired & pred).sum())
     n_pred, n_fired = int(pred.sum()), int(fired.sum())
@@ -136,10 +148,16 @@ def precision_recall(
 
 
 def causal_check(
-    model: HookedModel, dictionary: Dictionary, feature: int, contexts: Tensor, up: Tensor, down: Tensor
+    model: HookedModel,
+    dictionary: Dictionary,
+    feature: int,
+    contexts: Tensor,
+    up: Tensor,
+    down: Tensor,
+    skip_first: int = 0,
 ) -> tuple[float, int]:
     """``(mean log-odds shift when the feature is zeroed, positions)`` where it fires in ``contexts``."""
-    fires = _acts(model, dictionary, feature, contexts) > 0  # [n, ctx]
+    fires = _acts(model, dictionary, feature, contexts, skip_first) > 0  # [n, ctx]
     if not fires.any():
         raise MechscopeError(f"feature {feature} never fires on the causal-check contexts: nothing to ablate")
     with torch.no_grad():
@@ -190,8 +208,12 @@ def validate(
     predict: Callable[[int], bool],
     steer_prompts: Sequence[str] | Tensor,
     config: ValidationConfig | None = None,
+    acts: Tensor | None = None,
 ) -> ValidationCard:
-    """All three checks on ``held_out`` contexts ``[n, ctx]``; ``predict(j)``: does context ``j`` match?"""
+    """All three checks on ``held_out`` contexts ``[n, ctx]``; ``predict(j)``: does context ``j`` match?
+
+    ``acts [n, ctx]``: the feature on ``held_out`` when already known (one pass for many features).
+    """
     cfg = config or ValidationConfig()
     if not 0 <= feature < dictionary.config.d_sae:
         raise MechscopeError(
@@ -201,11 +223,14 @@ def validate(
     matches = [predict(j) for j in range(held_out.shape[0])]
     chosen = [j for j, m in enumerate(matches) if m][: cfg.per_class]
     chosen += [j for j, m in enumerate(matches) if not m][: cfg.per_class]
-    held_out, predicted = held_out[sorted(chosen)], [matches[j] for j in sorted(chosen)]
+    keep = torch.tensor(sorted(chosen), dtype=torch.long)
+    held_out, predicted = held_out[keep], [matches[j] for j in keep.tolist()]
+    acts = (
+        _acts(model, dictionary, feature, held_out, cfg.skip_first) if acts is None else acts[keep]
+    )  # [n, ctx]
     precision, recall, n_pred, n_fired = precision_recall(
-        model, dictionary, feature, held_out, predicted, cfg.threshold
+        model, dictionary, feature, held_out, predicted, cfg.threshold, acts
     )
-    acts = _acts(model, dictionary, feature, held_out)  # [n, ctx]
     firing = held_out[acts.amax(-1) > 0]
     causal, positions = (
         causal_check(model, dictionary, feature, firing, up, down) if len(firing) else (0.0, 0)
