@@ -56,6 +56,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ._cli_features import add_feature_commands
     from .pipeline.demo import DemoConfig
 
     docs = _field_docs(DemoConfig)
@@ -79,18 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--quick",
         action="store_true",
-        help="skip the localisation, circuit and dictionary stages (only factual recall and the logit lens)",
+        help="skip the localisation, circuit, dictionary and features stages (only factual recall and the logit lens)",
     )
     demo.add_argument(
         "--no-sae",
         action="store_true",
-        help="skip the dictionary stage (training and evaluating a TopK SAE, about 45 s on 2 cores)",
+        help="skip the dictionary and features stages (training and evaluating a TopK SAE, about 45 s on 2 cores)",
+    )
+    demo.add_argument(
+        "--no-features",
+        action="store_true",
+        help="skip the features stage (statistics, explanations, report cards, dashboards, steering)",
     )
     demo.set_defaults(func=_cmd_demo)
 
     _add_patch(sub)
     _add_dictionary_commands(sub)
     _add_circuit(sub)
+    add_feature_commands(sub)
     _add_toy(sub)
 
     models = sub.add_parser("models", help="list the built-in models")
@@ -315,7 +322,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     config = DemoConfig(
         model=args.model, out=args.out, device=args.device, localise=not args.quick, circuit=not args.quick,
-        sae=not (args.quick or args.no_sae),
+        sae=not (args.quick or args.no_sae), features=not args.no_features,
     )  # fmt: skip
     run_dir = run_demo(config, progress=_progress)
     print(f"Wrote {run_dir} (open {run_dir / 'index.html'})")
