@@ -26,10 +26,15 @@ def write_tables(st: Any, model: HookedModel, path: Path) -> None:
 
     d = st.counts.shape[0]
 
+    strings: dict[int, str] = {}  # each id decoded once
+
+    def one(i: int) -> str:
+        if i not in strings:
+            strings[i] = str(i) if model.tokenizer is None else str(model.to_string(torch.tensor([i])))
+        return strings[i]
+
     def decode(ids: list[int]) -> list[str]:  # token strings, or ids for models without a tokenizer
-        if model.tokenizer is None:
-            return [str(int(i)) for i in ids]
-        return [str(model.to_string(torch.tensor([int(i)]))) for i in ids]
+        return [one(int(i)) for i in ids]
 
     cooc = st.cooc.clone()
     cooc.fill_diagonal_(0)
