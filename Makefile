@@ -51,6 +51,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_harvest.py
 	$(BIN)/python bench/bench_toys.py
 	$(BIN)/python bench/bench_circuits.py
+	$(BIN)/python bench/bench_feature_stats.py
 
 # SAELens pins clash with TransformerLens 3.9, so its benchmarks get their own venv.
 bench-saelens:

@@ -20,6 +20,7 @@ from safetensors.numpy import save_file
 import mechscope
 from mechscope.errors import ArtifactError
 from mechscope.pipeline.demo import DemoConfig, FactualPrompt, _new_run_dir, run_demo
+from mechscope.pipeline.features_stage import FeaturesStageConfig
 from mechscope.pipeline.sae_stage import SAEStageConfig
 from mechscope.report.demo_page import PNG_MAGIC, SCHEMA_VERSION, draw_lens_png, load_demo, render_demo
 
@@ -36,7 +37,11 @@ def demo_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     lines: list[str] = []
     small_sae = SAEStageConfig(train_tokens=4096, batch_size=1024, eval_contexts=2)
-    run_dir = run_demo(DemoConfig(out=out, localise_n=4, sae_config=small_sae), progress=lines.append)
+    small_features = FeaturesStageConfig(
+        n_contexts=8, n_features=3, held_out=16, max_new_tokens=4, dashboards=5
+    )
+    config = DemoConfig(out=out, localise_n=4, sae_config=small_sae, features_config=small_features)
+    run_dir = run_demo(config, progress=lines.append)
     assert run_dir.parent == out and run_dir.name.startswith("demo-")
     assert lines, "run_demo reported no progress"
     return run_dir
@@ -126,6 +131,42 @@ def test_sae_stage_trains_saves_and_reports(demo_run, smollm):
     page = (demo_run / "index.html").read_text()
     assert "<h2>Dictionary</h2>" in page and f'<img src="{sae["density_png"]}"' in page
     assert f"{m['fvu']:.4f}" in page
+
+
+@pytest.mark.real
+def test_features_stage_finds_explains_and_steers(demo_run, smollm):
+    from mechscope.dictionary.io import load_dictionary
+    from mechscope.features import FeatureArtifact
+    from mechscope.steering import steer_features
+
+    sae = json.loads((demo_run / "sae.json").read_text())
+    data = json.loads((demo_run / "features.json").read_text())
+    d = load_dictionary(demo_run / sae["dictionary"])
+    art = FeatureArtifact(demo_run / "features")
+    assert art.meta["n_tokens"] == 8 * 128 and data["d_sae"] == d.config.d_sae
+    chosen = [f["feature"] for f in data["features"]]
+    assert 1 <= len(chosen) <= 3
+    # the chosen features are the ones most active at the prompts' last token (recomputed here)
+    total = torch.zeros(d.config.d_sae)
+    for prompt in data["prompts"]:
+        _, cache = smollm.run_with_cache(prompt, names=[d.config.hook_name], stop_at_layer=15)
+        with torch.no_grad():
+            total += d.encode(cache[d.config.hook_name][0, -1:])[0]
+    fired = torch.tensor(art.column("n_active")) > 0
+    expected = torch.where(fired, total, -1.0).topk(len(chosen)).indices.tolist()
+    assert chosen == expected
+    for f in data["features"]:
+        assert f["explanation"] and set(f["scores"]) <= {"detection", "fuzzing", "simulation"}
+        assert f["verdict"] in ("pass", "partial", "fail") and (demo_run / f["page"]).is_file()
+        assert f["card"]["promoted"] == (d.W_dec[f["feature"]] @ smollm.W_U).topk(10).indices.tolist()
+    # the steering example is what clamping gives
+    ex = data["steering"]
+    hook = steer_features(d, {ex["feature"]: ex["value"]}, "clamp")
+    again = smollm.generate(ex["prompts"], max_new_tokens=4, fwd_hooks=[hook])
+    assert again == ex["after"] and ex["before"] == smollm.generate(ex["prompts"], max_new_tokens=4)
+    page = (demo_run / "index.html").read_text()
+    assert "<h2>Features</h2>" in page and f'href="{data["dashboards"]}"' in page
+    assert (demo_run / data["dashboards"]).is_file()
 
 
 @pytest.mark.real

@@ -36,6 +36,15 @@ def test_probe_recovers_a_planted_direction(tmp_path):
         train_probe(x, y[:-1], hook="h")
 
 
+def test_shuffled_labels_stay_near_chance():
+    x, y, _ = _planted(n=800)
+    aucs = []
+    for seed in range(5):
+        shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))]
+        aucs.append(train_probe(x, shuffled, hook="h", seed=seed).val_auroc)
+    assert abs(sum(aucs) / len(aucs) - 0.5) < 0.06 and max(abs(a - 0.5) for a in aucs) < 0.15
+
+
 def test_best_feature_is_the_planted_one():
     x, y, direction = _planted(d=8)
     dic = make_dictionary(DictionaryConfig("relu", d_in=8, d_sae=6))

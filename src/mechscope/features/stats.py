@@ -193,32 +193,45 @@ class _Windows:
 def _update(
     st: FeatureStats, f: Tensor, ctx: int, cfg: StatsConfig, seen: Tensor, gen: torch.Generator
 ) -> None:
-    offset, wins = st.n_tokens, _Windows(f, ctx, cfg.window)
-    active = f > 0  # [tokens, d]
-    st.counts += active.sum(0)
-    st.sums += torch.where(active, f, 0).double().sum(0)
-    logs = torch.log10(f.clamp_min(1e-30))
-    bins = torch.bucketize(logs, BINS[1:-1]).clamp(0, len(BINS) - 2)  # [tokens, d]
-    st.hist.scatter_add_(1, torch.where(active, bins, 0).T, active.T.long())
-    vals = torch.cat([st.top_vals, torch.where(active, f, 0).T], dim=1)  # [d, top_k + tokens]
+    offset, wins, d = st.n_tokens, _Windows(f, ctx, cfg.window), f.shape[1]
+    f = f.clamp_min(0)  # [tokens, d]: what fires is > 0
+    tok, lat = f.nonzero(as_tuple=True)  # the active entries, by token (sparse: L0 per token)
+    val = f[tok, lat]
+    st.counts += torch.bincount(lat, minlength=d)
+    st.sums.index_add_(0, lat, val.double())
+    bins = torch.bucketize(torch.log10(val), BINS[1:-1])  # [entries], in 0 .. n_bins - 1
+    st.hist.view(-1).index_add_(0, lat * st.hist.shape[1] + bins, torch.ones_like(lat))
+    vals = torch.cat([st.top_vals, f.T], dim=1)  # [d, top_k + tokens]
     top = vals.topk(cfg.top_k, dim=1)
     new = top.indices >= cfg.top_k  # entries from this batch
     old_win = st.top_win.gather(1, top.indices.clamp_max(cfg.top_k - 1)[..., None].expand(-1, -1, cfg.width))
     old_locs = st.top_locs.gather(1, top.indices.clamp_max(cfg.top_k - 1))
-    lat, slot = new.nonzero(as_tuple=True)
-    tok = top.indices[lat, slot] - cfg.top_k
-    old_win[lat, slot], old_locs[lat, slot] = wins.of(tok, lat), tok + offset
+    n_lat, slot = new.nonzero(as_tuple=True)
+    n_tok = top.indices[n_lat, slot] - cfg.top_k
+    old_win[n_lat, slot], old_locs[n_lat, slot] = wins.of(n_tok, n_lat), n_tok + offset
     empty = top.values <= 0
     st.top_vals, st.top_locs, st.top_win = top.values, old_locs.masked_fill(empty, -1), old_win
-    _reservoir(st, f, active, wins, cfg, seen, gen)
+    _reservoir(st, f, tok, lat, wins, cfg, seen, gen)
     _random_windows(st, f.shape[0], wins, cfg, gen)
-    tok, lat = active.nonzero(as_tuple=True)
-    if len(tok):
-        groups = torch.split(lat, torch.bincount(tok, minlength=f.shape[0]).tolist())
-        for g in groups:
-            if len(g) > 1:
-                st.cooc.index_put_((g[:, None].expand(-1, len(g)), g[None].expand(len(g), -1)),
-                                   torch.ones(len(g), len(g), dtype=torch.long), accumulate=True)  # fmt: skip
+    _cooccurrence(st.cooc, tok, lat, f.shape[0])
+
+
+def _cooccurrence(cooc: Tensor, tok: Tensor, lat: Tensor, n_tokens: int) -> None:
+    """Add 1 to ``cooc[i, j]`` for every token where latents ``i`` and ``j`` are both active.
+
+    Every active entry is paired with every entry of its own token (``tok`` is sorted, as
+    ``nonzero`` returns it), all at once: the cost is ``Σ_t L0_t²``, not ``d²`` per token.
+    """
+    if len(tok) == 0:
+        return
+    per = torch.bincount(tok, minlength=n_tokens)  # [tokens] active latents per token
+    start = torch.cumsum(per, 0) - per  # first entry of each token
+    reps = per[tok]  # each entry pairs with as many entries as its token has
+    first = torch.repeat_interleave(torch.arange(len(tok)), reps)
+    within = torch.arange(len(first)) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
+    second = start[tok[first]] + within
+    d = cooc.shape[0]
+    cooc.view(-1).index_add_(0, lat[first] * d + lat[second], torch.ones_like(first))
 
 
 def _last_per_slot(key: Tensor, n: Tensor) -> Tensor:
@@ -234,14 +247,14 @@ def _last_per_slot(key: Tensor, n: Tensor) -> Tensor:
 def _reservoir(
     st: FeatureStats,
     f: Tensor,
-    active: Tensor,
+    tok: Tensor,
+    lat: Tensor,
     wins: _Windows,
     cfg: StatsConfig,
     seen: Tensor,
     gen: torch.Generator,
 ) -> None:
     """Algorithm R per latent over its active tokens (vectorised over the batch's active entries)."""
-    tok, lat = active.nonzero(as_tuple=True)
     if len(tok) == 0:
         return
     order = torch.argsort(lat, stable=True)
@@ -279,7 +292,7 @@ def _random_windows(
 def _logit_effects(model: HookedModel, dictionary: Dictionary, k: int) -> tuple[Tensor, Tensor]:
     w_u = model.W_U.detach().float()  # [d_model, vocab]
     top, bottom = [], []
-    for chunk in dictionary.W_dec.detach().float().split(1024):
+    for chunk in dictionary.W_dec.detach().float().split(256):  # [256, vocab] at a time
         effects = chunk @ w_u  # [chunk, vocab]
         top.append(effects.topk(k, dim=1).indices)
         bottom.append((-effects).topk(k, dim=1).indices)

@@ -40,6 +40,7 @@ from ..interventions import logit_lens
 from ..models import DEFAULT_MODEL, HookedModel, load_model
 from ..models.zoo import BUILTIN
 from ..report.demo_page import SCHEMA_VERSION, draw_lens_png, render_demo
+from .features_stage import FeaturesStageConfig
 from .sae_stage import SAEStageConfig
 
 __all__ = ["DEFAULT_PROMPTS", "DemoConfig", "FactualPrompt", "factual_table", "lens_record", "run_demo"]
@@ -98,6 +99,11 @@ class DemoConfig:
     """Also train and evaluate a TopK SAE on the middle residual stream and add it to the page."""
     sae_config: SAEStageConfig = dataclasses.field(default_factory=SAEStageConfig)
     """The SAE stage's settings (layer, width, k, training tokens, evaluation contexts)."""
+    features: bool = True
+    """Also find the SAE features most active on the factual prompts: statistics, explanations,
+    scores, report cards, dashboards and a steering example (needs the SAE stage)."""
+    features_config: FeaturesStageConfig = dataclasses.field(default_factory=FeaturesStageConfig)
+    """The features stage's settings."""
 
 
 def run_demo(config: DemoConfig | None = None, *, progress: Progress | None = None) -> Path:
@@ -134,7 +140,14 @@ def run_demo(config: DemoConfig | None = None, *, progress: Progress | None = No
     if config.sae:
         from .sae_stage import sae_stage
 
-        sae_stage(model, run_dir, config.sae_config, say)
+        sae = sae_stage(model, run_dir, config.sae_config, say)
+        if config.features:
+            from ..dictionary.io import load_dictionary
+            from .features_stage import features_stage
+
+            dictionary = load_dictionary(run_dir / sae["dictionary"]).to(model.device)
+            prompts = [p.prompt for p in config.prompts]
+            features_stage(model, dictionary, run_dir, prompts, config.features_config, say)
     render_demo(run_dir)  # index.html last: its presence marks a complete run
     return run_dir
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from .._fs import atomic_write_bytes, atomic_write_text
 from ..errors import ArtifactError
+from .features_section import features_section
 
 __all__ = ["SCHEMA_VERSION", "DemoRun", "draw_lens_png", "load_demo", "render_demo"]
 
@@ -184,6 +185,7 @@ def render_demo(run_dir: str | Path) -> Path:
             _localisation_section(run.path),
             _circuit_section(run.path),
             _dictionary_section(run.path),
+            features_section(run.path),
             _meta_section(run.meta),
         ]
     )
