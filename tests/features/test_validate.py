@@ -49,6 +49,8 @@ def test_a_correct_explanation_passes_and_a_wrong_one_does_not(setup):
         assert card.n_predicted == min(32, sum(bool(set(r.tolist()) & toks) for r in held))
         assert len(card.generations) == 2 and card.generations[0][0].startswith("0 1 2")
         assert card.to_json()["verdict"] == card.verdict
+        assert card.to_json()["generations"][0]["before"] == card.generations[0][0]
+        assert card.promoted_tokens == [str(i) for i in card.promoted]  # no tokenizer: the ids
 
 
 def test_causal_shift_is_the_known_logit_change(setup):

@@ -9,7 +9,8 @@
    (:func:`~mechscope.steering.clamp_feature`) and measure, at the positions where it fired, the
    shift of the log-odds of the tokens its decoder direction promotes over those it suppresses
    (``W_dec[i] @ W_U``). The prediction: the log-odds fall.
-3. **Steering check**: add ``alpha`` times the decoder direction at every position of neutral
+3. **Steering check**: add ``alpha`` (default: ``steer_multiple`` times the feature's largest
+   held-out activation) times the decoder direction at every position of neutral
    prompts; the log-odds at the next token should rise. Greedy generations before and after are
    kept for the card.
 
@@ -42,7 +43,9 @@ class ValidationConfig:
     n_logit_tokens: int = 10
     """Promoted and suppressed tokens the causal and steering checks read."""
     steer_alpha: float | None = None
-    """Strength added in the steering check (default: twice the feature's largest activation seen)."""
+    """Strength added in the steering check (default: ``steer_multiple`` x the largest activation seen)."""
+    steer_multiple: float = 4.0
+    """The default steering strength, in units of the feature's largest held-out activation."""
     max_new_tokens: int = 12
     """Greedy tokens generated before and after steering."""
     min_precision: float = 0.7
@@ -89,13 +92,17 @@ class ValidationCard:
     """Token ids the decoder direction promotes most."""
     suppressed: list[int]
     """Token ids it suppresses most."""
+    promoted_tokens: list[str]
+    """``promoted`` as strings (the ids, for models without a tokenizer)."""
+    suppressed_tokens: list[str]
+    """``suppressed`` as strings."""
     verdict: str
     """``pass``, ``partial`` or ``fail``."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (for dashboards and reports)."""
         d = asdict(self)
-        d["generations"] = [list(g) for g in self.generations]
+        d["generations"] = [{"before": b, "after": a} for b, a in self.generations]
         return d
 
 
@@ -235,7 +242,10 @@ def validate(
     causal, positions = (
         causal_check(model, dictionary, feature, firing, up, down) if len(firing) else (0.0, 0)
     )
-    alpha = cfg.steer_alpha if cfg.steer_alpha is not None else 2 * float(acts.max().clamp_min(1.0))
+    peak = float(acts.max())
+    alpha = (
+        cfg.steer_alpha if cfg.steer_alpha is not None else cfg.steer_multiple * (peak if peak > 0 else 1.0)
+    )
     steer, gens = steering_check(
         model, dictionary, feature, steer_prompts, alpha, up, down, cfg.max_new_tokens
     )
@@ -247,8 +257,14 @@ def validate(
     verdict = "pass" if all(checks) else "partial" if any(checks) else "fail"
     return ValidationCard(
         feature, explanation, precision, recall, n_pred, n_fired, held_out.shape[0], causal, positions, alpha,
-        steer, gens, up.tolist(), down.tolist(), verdict,
+        steer, gens, up.tolist(), down.tolist(), _strings(model, up), _strings(model, down), verdict,
     )  # fmt: skip
+
+
+def _strings(model: HookedModel, ids: Tensor) -> list[str]:
+    if model.tokenizer is None:
+        return [str(int(i)) for i in ids]
+    return [str(model.to_string([int(i)])) for i in ids]
 
 
 __all__ = [
