@@ -1,0 +1,13 @@
+"""``mechscope serve``: a local, read-only web server over artifact directories.
+
+:func:`app_for` builds the Starlette app; :func:`serve` runs it with uvicorn on 127.0.0.1. The
+server reads artifacts in place (``meta.json``, Parquet through DuckDB, safetensors by slice,
+JSON) and writes nothing but ``labels.json`` sidecars; it never loads a model. See
+``docs/serve.md`` for the API and the security rules.
+"""
+
+from __future__ import annotations
+
+from .app import DEFAULT_HOST, DEFAULT_PORT, app_for, serve
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "app_for", "serve"]
