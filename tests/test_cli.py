@@ -169,3 +169,10 @@ def test_train_sae_help_documents_every_option(capsys):
         for f in dataclasses.fields(cls):
             if f.name != "train":
                 assert "--" + f.name.replace("_", "-") in text, f.name
+
+
+def test_serve_refuses_what_it_cannot_serve(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path), "--sae", str(tmp_path)]) == 2
+    assert "--sae needs --model" in capsys.readouterr().err

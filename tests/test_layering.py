@@ -9,15 +9,16 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mechscope"
 
 # package -> mechscope packages it may import (shared leaf modules are allowed everywhere)
 ALLOWED: dict[str, set[str]] = {
-    "models": set(),
+    "viz": set(),
+    "models": {"viz"},
     "data": {"models"},
     "tasks": {"models", "data"},
-    "interventions": {"models", "tasks", "report"},
+    "interventions": {"models", "tasks", "report", "viz"},
     "dictionary": {"models", "data"},
     "explain": set(),
     "steering": {"models", "dictionary"},
-    "features": {"models", "data", "dictionary", "interventions", "explain", "steering", "report"},
-    "circuits": {"models", "tasks", "interventions", "dictionary"},
+    "features": {"models", "data", "dictionary", "interventions", "explain", "steering", "report", "viz"},
+    "circuits": {"models", "tasks", "interventions", "dictionary", "viz"},
     "toys": {"models"},
     "report": set(),
     "server": {"report"},

@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_dictionary_commands(sub)
     _add_circuit(sub)
     add_feature_commands(sub)
+    _add_serve(sub)
     _add_toy(sub)
 
     models = sub.add_parser("models", help="list the built-in models")
@@ -250,6 +251,42 @@ def _cmd_circuit(args: argparse.Namespace) -> int:
         print(f"  {frac:>6.1%} of edges ({n:>5} kept): {f:.3f}")
     print(f"CPR {faith.cpr:.3f}, CMD {faith.cmd:.3f}")
     print(f"Wrote {out} (open {out / 'graph.html'})")
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "serve",
+        help="browse run directories in a local web UI (127.0.0.1 only, unless told otherwise)",
+        description="Serve every artifact under RUN_DIR... read-only: runs, features, patching results, "
+        "circuits. Binds 127.0.0.1 by default; any other --host prints a warning.",
+    )
+    p.add_argument("roots", nargs="+", type=Path, metavar="RUN_DIR", help="directories to serve")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8765, help="port (default: %(default)s; 0 picks a free one)")
+    p.add_argument("--model", default=None, help="a model for the prompt, attention, lens and steering views")
+    p.add_argument("--sae", type=Path, default=None, help="a dictionary for per-token features and steering")
+    p.add_argument(
+        "--device", default=None, help="device for --model (default: CUDA when available, else CPU)"
+    )
+    p.add_argument("--open", action="store_true", help="open the UI in a browser")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    for root in args.roots:
+        if not root.is_dir():
+            raise MechscopeError(f"{root} is not a directory")
+    backend = None
+    if args.model is not None:
+        from .pipeline.ui_backend import ModelBackend
+
+        backend = ModelBackend(args.model, args.sae, device=args.device)
+    elif args.sae is not None:
+        raise MechscopeError("--sae needs --model")
+    serve(list(args.roots), host=args.host, port=args.port, model=backend, open_browser=args.open)
     return 0
 
 

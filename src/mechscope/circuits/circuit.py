@@ -93,6 +93,12 @@ class Circuit:
         flat = self.scores.flatten()
         return [(self._name(i), float(flat[i])) for i in self.ranked()[:k].tolist()]
 
+    def _repr_html_(self) -> str:
+        """An interactive layered graph of the largest edges in Jupyter (see :mod:`mechscope.viz`)."""
+        from ..viz.results import circuit
+
+        return circuit(self.to_json()).fragment()
+
     def to_json(self) -> dict[str, Any]:
         """Everything as plain JSON (what ``circuit.json`` holds); per-position circuits are drawn
         with each edge's scores summed over positions, in the circuit at any position."""

@@ -54,6 +54,12 @@ class FeatureExample:
     activations: tuple[float, ...]
     """The feature's activation on each token of the window."""
 
+    def _repr_html_(self) -> str:
+        """The window's tokens shaded by activation, in Jupyter (see :mod:`mechscope.viz`)."""
+        from ..viz.results import feature_example
+
+        return feature_example(self).fragment()
+
     def example(self) -> Example:
         """As an :class:`mechscope.explain.Example` (tokens and activations)."""
         from ..explain import Example

@@ -184,6 +184,12 @@ class PatchResult:
 
     # ------------------------------------------------------------------ plots
 
+    def _repr_html_(self) -> str:
+        """An interactive heat map in Jupyter (see :mod:`mechscope.viz`)."""
+        from ..viz.results import patch_result
+
+        return patch_result(self).fragment()
+
     def plot(self, path: str | Path, *, title: str | None = None, normalized: bool | None = None) -> Path:
         """Save a PNG heat map (2-D results; 1-D as a bar chart; 3-D one panel per last-axis index)."""
         from ..report.heatmap import heatmap_png

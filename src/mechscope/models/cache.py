@@ -66,6 +66,12 @@ class ActivationCache(Mapping[str, Tensor]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
 
+    def _repr_html_(self) -> str:
+        """A table of the entries and an attention widget per cached pattern, in Jupyter."""
+        from ..viz.results import cache
+
+        return cache(self)
+
     def __len__(self) -> int:
         return len(self._data)
 

@@ -5,13 +5,29 @@ tests never need Node; ``scripts/check_bundle.sh`` checks that a rebuild reprodu
 byte. Hosts (the server, static pages, Jupyter ``_repr_html_``) load it with
 ``<script type="module">`` or inline it. The components and their JSON data contracts are in
 docs/ui-components.md.
+
+:mod:`mechscope.viz.widgets` wraps the components as Python objects that render inline in Jupyter
+(``_repr_html_``) and save as standalone pages: ``mechscope.viz.heatmap(values, rows, cols)``,
+``attention(tokens, patterns)``, ``tokens(tokens, values)``, ``histogram(bins)``, ``graph(nodes,
+edges)``; patching results, circuits, activation caches and feature examples render this way.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["bundle_path", "bundle_text"]
+__all__ = [
+    "Widget",
+    "attention",
+    "bundle_path",
+    "bundle_text",
+    "graph",
+    "heatmap",
+    "histogram",
+    "page",
+    "tensor_json",
+    "tokens",
+]
 
 
 def bundle_path() -> Path:
@@ -28,3 +44,6 @@ def bundle_path() -> Path:
 def bundle_text() -> str:
     """The bundle's source text (UTF-8), e.g. to inline into a self-contained page."""
     return bundle_path().read_text(encoding="utf-8")
+
+
+from .widgets import Widget, attention, graph, heatmap, histogram, page, tensor_json, tokens  # noqa: E402
