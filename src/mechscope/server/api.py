@@ -6,6 +6,7 @@
 ``GET /api/artifact/{id}/meta``                         its ``meta.json``
 ``GET /api/features/{id}/index?...``                    a filtered, sorted page of the feature index
 ``GET /api/features/{id}/feature/{i}``                  one feature: summary, histogram, examples, ...
+``GET /api/features/{id}/summary``                      feature counts, density quantiles and histogram
 ``GET /api/tensor/{id}?file=&name=&slice=``             a slice of a safetensors tensor (base64 f32)
 ``GET /api/circuit/{id}?max_nodes=&max_edges=``         the circuit pruned to a drawing budget
 ``GET /api/labels/{id}``, ``POST /api/labels/{id}``     the ``labels.json`` sidecar; POST merges
@@ -156,6 +157,25 @@ class Api:
         except ValueError:
             raise NotFound(f"no feature {request.path_params['i']!r}") from None
         return json_response(self.tables(art).feature(i))
+
+    def feature_summary(self, request: Request) -> Response:
+        """``GET /api/features/{id}/summary``: feature counts, density quantiles and a log-density histogram."""
+        tables = self.tables(self._artifact(request, "feature-stats"))
+        cur = tables.cursor()
+        n, dead, explained, lo, p10, med, p90, hi, mean = cur.execute(
+            "SELECT count(*), count(*) FILTER (WHERE coalesce(density, 0) = 0), count(explanation), min(density), "
+            "quantile_cont(density, 0.1), median(density), quantile_cont(density, 0.9), max(density), "
+            "avg(density) FROM idx"
+        ).fetchone()
+        scorers = {s: cur.execute(f'SELECT avg("{s}") FROM idx').fetchone()[0] for s in tables.scorers}
+        bins = cur.execute(
+            "SELECT floor(log10(density) * 4) AS b, count(*) FROM idx WHERE density > 0 GROUP BY b ORDER BY b"
+        ).fetchall()
+        return json_response({
+            "features": int(n), "dead": int(dead), "explained": int(explained), "scorers": scorers,
+            "density": {"min": lo, "p10": p10, "median": med, "p90": p90, "max": hi, "mean": mean},
+            "density_bins": [[10 ** (b / 4), 10 ** ((b + 1) / 4), int(c)] for b, c in bins],
+        })  # fmt: skip
 
     def tensor(self, request: Request) -> Response:
         """``GET /api/tensor/{id}?file=NAME.safetensors&name=TENSOR&slice=0:4,:,2``."""

@@ -1,7 +1,8 @@
 """The Starlette app of ``mechscope serve``, and the function that runs it with uvicorn.
 
 :func:`app_for` builds the app over a list of directories: the JSON API of
-:mod:`mechscope.server.api`, the HTML views of :mod:`mechscope.server.views`, and the guards of
+:mod:`mechscope.server.api`, the HTML
+views of :mod:`mechscope.server.views` and its ``views_*`` modules, and the guards of
 :mod:`mechscope.server.security` (Host check, write checks, security headers) around all of it.
 :func:`serve` binds it to ``127.0.0.1`` unless told otherwise, and warns on stderr when the
 address is reachable from other machines.
@@ -27,7 +28,9 @@ from starlette.routing import Route
 from .api import MAX_BODY, Api, error_response
 from .artifacts import Registry, ServeError
 from .security import SecurityMiddleware, is_loopback
-from .views import feature_view, features_view, runs_page
+from .views import runs_page
+from .views_features import feature_view, features_view
+from .views_results import circuit_view, diff_view, patching_view
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 """Where :func:`serve` listens unless told otherwise."""
@@ -39,17 +42,12 @@ def _routes(api: Api) -> list[Route]:
     def index(request: Request) -> Response:
         return runs_page(registry)
 
-    def view_features(request: Request) -> Response:
-        return features_view(registry, request)
-
-    def view_feature(request: Request) -> Response:
-        return feature_view(registry, request)
-
     return [
         Route("/", index),
         Route("/api/runs", api.runs),
         Route("/api/artifact/{id:path}/meta", api.meta),
         Route("/api/features/{id:path}/index", api.feature_index),
+        Route("/api/features/{id:path}/summary", api.feature_summary),
         Route("/api/features/{id:path}/feature/{i}", api.feature),
         Route("/api/tensor/{id:path}", api.tensor),
         Route("/api/circuit/{id:path}", api.circuit),
@@ -57,8 +55,11 @@ def _routes(api: Api) -> list[Route]:
         Route("/api/labels/{id:path}", api.post_labels, methods=["POST"]),
         Route("/files/{path:path}", api.files),
         Route("/static/{name:path}", api.static),
-        Route("/view/features/{id:path}", view_features),
-        Route("/view/feature/{id:path}/{i:int}", view_feature),
+        Route("/view/features/{id:path}", features_view),
+        Route("/view/feature/{id:path}/{i:int}", feature_view),
+        Route("/view/patching/{id:path}", patching_view),
+        Route("/view/circuit/{id:path}", circuit_view),
+        Route("/view/diff", diff_view),
     ]
 
 
@@ -112,7 +113,7 @@ def serve(
     roots: Sequence[str | Path],
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
-    model: str | None = None,
+    model: Any = None,
     open_browser: bool = False,
     allowed_hosts: Sequence[str] = (),
 ) -> None:
@@ -120,8 +121,10 @@ def serve(
 
     ``host`` other than a loopback address makes the server reachable from other machines: a
     warning goes to stderr, and ``host`` (unless a wildcard) is accepted as a ``Host`` header.
-    ``port`` 0 picks a free port. ``model`` is kept on the app (``app.state.model``) for the
-    steering view; the read-only API does not load it. ``open_browser`` opens the runs page.
+    ``port`` 0 picks a free port. ``model``, a loaded model backend (the CLI passes a
+    ``mechscope.pipeline.ui_backend.ModelBackend``), is kept on the app (``app.state.model``) for
+    the model views; the server uses it by duck typing and never loads one itself.
+    ``open_browser`` opens the runs page.
     """
     import uvicorn
 
