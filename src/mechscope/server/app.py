@@ -1,7 +1,7 @@
 """The Starlette app of ``mechscope serve``, and the function that runs it with uvicorn.
 
 :func:`app_for` builds the app over a list of directories: the JSON API of
-:mod:`mechscope.server.api`, the HTML
+:mod:`mechscope.server.api` (and the model routes of :mod:`mechscope.server.model_api`), the HTML
 views of :mod:`mechscope.server.views` and its ``views_*`` modules, and the guards of
 :mod:`mechscope.server.security` (Host check, write checks, security headers) around all of it.
 :func:`serve` binds it to ``127.0.0.1`` unless told otherwise, and warns on stderr when the
@@ -27,9 +27,11 @@ from starlette.routing import Route
 
 from .api import MAX_BODY, Api, error_response
 from .artifacts import Registry, ServeError
+from .model_api import ModelApi
 from .security import SecurityMiddleware, is_loopback
 from .views import runs_page
 from .views_features import feature_view, features_view
+from .views_model import attention_view, lens_view, prompt_view, steer_view
 from .views_results import circuit_view, diff_view, patching_view
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
@@ -38,6 +40,7 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 
 def _routes(api: Api) -> list[Route]:
     registry = api.registry
+    model = ModelApi(registry)
 
     def index(request: Request) -> Response:
         return runs_page(registry)
@@ -55,11 +58,19 @@ def _routes(api: Api) -> list[Route]:
         Route("/api/labels/{id:path}", api.post_labels, methods=["POST"]),
         Route("/files/{path:path}", api.files),
         Route("/static/{name:path}", api.static),
+        Route("/api/model/prompt", model.prompt, methods=["POST"]),
+        Route("/api/model/attention", model.attention, methods=["POST"]),
+        Route("/api/model/lens", model.lens, methods=["POST"]),
+        Route("/api/model/steer", model.steer, methods=["POST"]),
         Route("/view/features/{id:path}", features_view),
         Route("/view/feature/{id:path}/{i:int}", feature_view),
         Route("/view/patching/{id:path}", patching_view),
         Route("/view/circuit/{id:path}", circuit_view),
         Route("/view/diff", diff_view),
+        Route("/view/prompt", prompt_view),
+        Route("/view/attention", attention_view),
+        Route("/view/lens", lens_view),
+        Route("/view/steer", steer_view),
     ]
 
 
