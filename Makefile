@@ -52,6 +52,8 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_toys.py
 	$(BIN)/python bench/bench_circuits.py
 	$(BIN)/python bench/bench_feature_stats.py
+	$(BIN)/python bench/bench_serve.py
+	$(BIN)/python bench/bench_ui.py
 
 # SAELens pins clash with TransformerLens 3.9, so its benchmarks get their own venv.
 bench-saelens:

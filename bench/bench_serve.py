@@ -39,6 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mechscope.features._tables import EXAMPLES_ROW_GROUP
+
 WORDS = ("legal", "french", "number", "python", "quote", "bracket", "capital", "verb", "plural", "date",
          "name", "city", "code", "negation", "past", "tense", "email", "url", "chemistry", "music")  # fmt: skip
 
@@ -142,7 +144,8 @@ def write_synthetic(path: str | Path, n_features: int = 100_000, n_examples: int
     rng = np.random.default_rng(seed)
     vocab = pa.array(vocabulary(n_vocab))
     pq.write_table(_features_table(n_features, vocab, rng), path / "features.parquet")
-    chunk = max(1, 1_000_000 // max(n_examples, 1))  # ~1M rows per row group, as pq.write_table's default
+    # row groups as mechscope's own writer makes them (features/_tables.py: EXAMPLES_ROW_GROUP rows)
+    chunk = max(1, EXAMPLES_ROW_GROUP // max(n_examples, 1))
     writer = None
     for lo in range(0, n_features, chunk):
         table = _examples_chunk(lo, min(n_features, lo + chunk), n_examples, window, vocab, rng)

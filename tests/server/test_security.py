@@ -214,7 +214,7 @@ def test_security_headers(client):
     r = client.get("/")
     assert r.headers["content-security-policy"] == CSP
     assert CSP == ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-                   "img-src 'self' data:; connect-src 'self'")  # fmt: skip
+                   "img-src 'self' data: blob:; connect-src 'self'")  # fmt: skip
     for url in ("/", "/api/runs", "/api/artifact/nope/meta", "/files/runs/feat/meta.json"):
         assert client.get(url).headers["x-content-type-options"] == "nosniff", url
     assert "content-security-policy" not in client.get("/api/runs").headers

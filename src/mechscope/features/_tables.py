@@ -13,10 +13,14 @@ import torch
 from .._fs import atomic_write_bytes
 from ..models import HookedModel
 
+EXAMPLES_ROW_GROUP = 8192
+"""Rows per Parquet row group of ``examples.parquet``: rows are sorted by feature, so reading one
+feature's examples (a dashboard or a served feature page) decodes one small group, not ~1M rows."""
 
-def _write(table: pa.Table, path: Path) -> None:
+
+def _write(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:
     buf = io.BytesIO()
-    pq.write_table(table, buf)
+    pq.write_table(table, buf, row_group_size=row_group_size)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -55,7 +59,7 @@ def write_tables(st: Any, model: HookedModel, path: Path) -> None:
         }),
         path / "features.parquet",
     )  # fmt: skip
-    _write(_examples(st, decode), path / "examples.parquet")
+    _write(_examples(st, decode), path / "examples.parquet", EXAMPLES_ROW_GROUP)
     f, b = st.hist.nonzero(as_tuple=True)  # columns built as arrays: millions of rows stay cheap
     edges = (10 ** BINS.double()).numpy()
     _write(

@@ -29,7 +29,7 @@ from typing import Any
 
 CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'"
+    "img-src 'self' data: blob:; connect-src 'self'"
 )
 """The ``Content-Security-Policy`` of every HTML response."""
 
