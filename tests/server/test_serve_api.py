@@ -129,7 +129,10 @@ def test_several_roots_prefix_ids_with_the_root_index(runs):
 def _expected(runs: Path, where: str = "TRUE", order: str = "feature") -> list[int]:
     feats = runs / "demo-1" / "features" / "features.parquet"
     return [
-        r[0] for r in duckdb.sql(f"SELECT feature FROM '{feats}' WHERE {where} ORDER BY {order}").fetchall()
+        r[0]
+        for r in duckdb.connect()
+        .sql(f"SELECT feature FROM '{feats}' WHERE {where} ORDER BY {order}")
+        .fetchall()
     ]
 
 
@@ -187,16 +190,20 @@ def test_index_filters_by_id_and_top_token(client, runs):
 def test_token_filter_reads_only_top_examples(client, runs):
     path = runs / "synthetic" / "examples.parquet"
     query = f"SELECT DISTINCT feature FROM '{path}' WHERE tokens[target + 1] = ? {{}} ORDER BY feature"
-    top = [f for (f,) in duckdb.execute(query.format("AND kind = 'top'"), ["t7"]).fetchall()]
-    every = [f for (f,) in duckdb.execute(query.format(""), ["t7"]).fetchall()]
+    top = [f for (f,) in duckdb.connect().execute(query.format("AND kind = 'top'"), ["t7"]).fetchall()]
+    every = [f for (f,) in duckdb.connect().execute(query.format(""), ["t7"]).fetchall()]
     assert top and top != every  # the check can tell them apart
     body = client.get("/api/features/synthetic/index?token=t7&limit=500").json()
     assert [r["feature"] for r in body["rows"]] == top
     body = client.get("/api/features/synthetic/index?token=t7&sort=density&desc=1&q=e&limit=3").json()
-    want = duckdb.execute(
-        f"SELECT feature FROM '{runs / 'synthetic' / 'features.parquet'}' WHERE feature IN ({','.join(map(str, top))})"
-        " ORDER BY density DESC, feature"
-    ).fetchall()
+    want = (
+        duckdb.connect()
+        .execute(
+            f"SELECT feature FROM '{runs / 'synthetic' / 'features.parquet'}' WHERE feature IN ({','.join(map(str, top))})"
+            " ORDER BY density DESC, feature"
+        )
+        .fetchall()
+    )
     explained = {
         i["feature"]: i["text"]
         for i in json.loads((runs / "synthetic" / "explanations.json").read_text())["items"]

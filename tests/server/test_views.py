@@ -298,16 +298,26 @@ def test_circuit_view_prunes_labels_and_links_features(base, runs, tmp_path):
 @pytest.mark.slow
 def test_feature_page(base, runs, tmp_path):
     art = runs / "feat"
-    ex = duckdb.execute(
-        f"SELECT tokens, activations, target FROM '{art / 'examples.parquet'}' WHERE feature = 0 AND kind = 'top' "
-        "ORDER BY rank"
-    ).fetchall()
-    summary = duckdb.execute(
-        f"SELECT promoted, suppressed, cooccurring, quantile_edges FROM '{art / 'features.parquet'}' WHERE feature = 0"
-    ).fetchone()
-    bins = duckdb.execute(
-        f"SELECT bin_low, bin_high FROM '{art / 'histogram.parquet'}' WHERE feature = 0"
-    ).fetchall()
+    ex = (
+        duckdb.connect()
+        .execute(
+            f"SELECT tokens, activations, target FROM '{art / 'examples.parquet'}' WHERE feature = 0 AND kind = 'top' "
+            "ORDER BY rank"
+        )
+        .fetchall()
+    )
+    summary = (
+        duckdb.connect()
+        .execute(
+            f"SELECT promoted, suppressed, cooccurring, quantile_edges FROM '{art / 'features.parquet'}' WHERE feature = 0"
+        )
+        .fetchone()
+    )
+    bins = (
+        duckdb.connect()
+        .execute(f"SELECT bin_low, bin_high FROM '{art / 'histogram.parquet'}' WHERE feature = 0")
+        .fetchall()
+    )
     with browser() as pg:
         visit(pg, f"{base}/view/feature/feat/0")
         first = pg.locator("[data-kind=top] .ms-tokens").first
@@ -340,9 +350,11 @@ def test_feature_page(base, runs, tmp_path):
 
 @pytest.mark.slow
 def test_feature_index_exports_the_loaded_rows(base, runs, tmp_path):
-    order = duckdb.execute(
-        f"SELECT feature, density FROM '{runs / 'synthetic' / 'features.parquet'}' ORDER BY feature"
-    ).fetchall()
+    order = (
+        duckdb.connect()
+        .execute(f"SELECT feature, density FROM '{runs / 'synthetic' / 'features.parquet'}' ORDER BY feature")
+        .fetchall()
+    )
     with browser() as pg:
         visit(pg, f"{base}/view/features/synthetic")
         pg.wait_for_selector(".ms-tr:not(.ms-loading)")
@@ -392,9 +404,13 @@ def test_runs_page_and_diff(base, runs, tmp_path):
         visit(pg, f"{base}/view/diff?a=feat&b=synthetic")
         for aid in ("feat", "synthetic"):
             path = runs / aid / "features.parquet"
-            n, dead, median = duckdb.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE density = 0), median(density) FROM '{path}'"
-            ).fetchone()
+            n, dead, median = (
+                duckdb.connect()
+                .execute(
+                    f"SELECT count(*), count(*) FILTER (WHERE density = 0), median(density) FROM '{path}'"
+                )
+                .fetchone()
+            )
             box = pg.locator(f".feature-summary[data-id='{aid}']")
             assert box.locator("dd[data-key=features]").inner_text() == str(n)
             assert box.locator("dd[data-key='dead (density 0)']").inner_text() == str(dead)
