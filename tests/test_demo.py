@@ -370,3 +370,24 @@ def test_circuit_stage(demo_run):
     assert (demo_run / c["graph_html"]).is_file()
     page = (demo_run / "index.html").read_text()
     assert "<h2>Circuit</h2>" in page and c["graph_html"] in page
+
+
+@pytest.mark.real
+def test_page_draws_the_results_with_the_component_bundle(demo_run):
+    """The report is a host of the same components as the server and notebooks, data inlined."""
+    from safetensors.numpy import load_file
+
+    from browser import page, serve
+
+    loc = json.loads((demo_run / "localisation.json").read_text())
+    want = []
+    for r in loc["results"]:
+        values = load_file(str((demo_run / r["png"]).parent / "values.safetensors"))["values"]
+        want.append(float(abs(values).max()))
+    with serve(demo_run) as url, page() as pg:
+        pg.goto(f"{url}/index.html")
+        pg.wait_for_function(f"document.querySelectorAll('[data-component=heatmap]').length == {len(want)}")
+        vmax = pg.eval_on_selector_all("[data-component=heatmap]", "els => els.map(e => +e.dataset.vmax)")
+        assert vmax == pytest.approx(want, rel=1e-5)
+        assert not pg.errors, pg.errors
+        assert all(u.startswith(url) or u.startswith(("data:", "blob:")) for u in pg.requests), pg.requests

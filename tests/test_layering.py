@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "features": {"models", "data", "dictionary", "interventions", "explain", "steering", "report", "viz"},
     "circuits": {"models", "tasks", "interventions", "dictionary", "viz"},
     "toys": {"models"},
-    "report": set(),
+    "report": {"viz"},
     "server": {"report"},
 }
 SHARED = {"errors", "_fs", "_version"}

@@ -171,3 +171,18 @@ def test_skip_first_leaves_the_first_positions_out(tmp_path):
     assert art.meta["corpus"] == "x" and art.meta["n_skipped"] == 64
     assert art.column("density") == pytest.approx((acts > 0).double().mean((0, 1)).tolist())
     assert all(ex.position >= 2 for f in range(16) for ex in art.examples(f))
+
+
+def test_decoder_neighbours_are_the_nearest_by_cosine(run):
+    from mechscope.features.stats import decoder_neighbours
+
+    w = torch.randn(50, 8, generator=torch.Generator().manual_seed(3))
+    ids, vals = decoder_neighbours(w, 4, chunk=16)  # chunks smaller than the dictionary
+    unit = torch.nn.functional.normalize(w, dim=1)
+    sims = unit @ unit.T
+    sims.fill_diagonal_(-2)
+    want = sims.topk(4, dim=1)
+    assert torch.equal(ids, want.indices) and torch.allclose(vals, want.values)
+    _, out, _, _ = run
+    table = pq.read_table(out / "features.parquet").to_pydict()
+    assert all(i not in row and len(row) == 5 for i, row in enumerate(table["cosine_neighbours"]))

@@ -330,7 +330,12 @@ def test_feature_page(base, runs, tmp_path):
         assert pg.locator("#logits td.up").all_inner_texts() == summary[0]
         assert pg.locator("#logits td.down").all_inner_texts() == summary[1]
         assert [int(x) for x in pg.locator("#cofiring a").all_inner_texts()] == summary[2]
-        assert "not recorded" in pg.locator("#cosine").inner_text()
+        cosine = (
+            duckdb.connect()
+            .execute(f"SELECT cosine_neighbours FROM '{art / 'features.parquet'}' WHERE feature = 0")
+            .fetchone()[0]
+        )
+        assert [int(x) for x in pg.locator("#cosine a").all_inner_texts()] == cosine  # written by the pass
         assert pg.locator("p.explanation").inner_text().startswith("Fires on Legal words")
         assert pg.locator("#scores dd").all_inner_texts() == ["0.9"]
         assert "Validation: validated" in pg.locator("#card").inner_text()
@@ -341,6 +346,8 @@ def test_feature_page(base, runs, tmp_path):
         ns = run_snippet(pg)
         assert ns["art"].summary(0)["promoted"] == summary[0]
         shot(pg, tmp_path, "feature")
+        visit(pg, f"{base}/view/feature/synthetic/0")  # a synthetic artifact without the columns
+        assert "not recorded" in pg.locator("#cosine").inner_text()
         visit(pg, f"{base}/view/feature/dict/5")  # an artifact that records decoder-cosine neighbours
         assert pg.locator("#cosine a").all_inner_texts() == ["6", "7"]
         assert pg.locator("#cosine a").first.get_attribute("href") == "/view/feature/dict/6"

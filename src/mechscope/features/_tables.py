@@ -56,6 +56,8 @@ def write_tables(st: Any, model: HookedModel, path: Path) -> None:
             "cooccurring": co_ids.tolist(),
             "cooccurring_counts": co_counts.tolist(),
             "quantile_edges": [_edges(st, i) for i in range(d)],
+            "cosine_neighbours": st.cos_ids.tolist(),
+            "cosine_values": st.cos_vals.tolist(),
         }),
         path / "features.parquet",
     )  # fmt: skip

@@ -69,6 +69,8 @@ class StatsConfig:
     """Co-occurring latents kept per latent."""
     logit_top: int = 10
     """Promoted and suppressed tokens kept per latent."""
+    cosine_top: int = 5
+    """Nearest latents by decoder cosine kept per latent (0: not computed)."""
     skip_first: int = 0
     """Positions at the start of every context read as silent (1 with a BOS first: an attention sink
     whose activations are outliers); they are left out of the density's denominator."""
@@ -106,6 +108,8 @@ class FeatureStats:
     tokens: Tensor  # [n_ctx, ctx] int32
     logit_top: Tensor  # [d_sae, logit_top] token ids promoted
     logit_bottom: Tensor  # [d_sae, logit_top] token ids suppressed
+    cos_ids: Tensor  # [d_sae, cosine_top] nearest other latents by decoder cosine
+    cos_vals: Tensor  # [d_sae, cosine_top] their cosines
 
     def save(self, path: str | Path, model: HookedModel, extra: dict[str, Any] | None = None) -> Path:
         """Write the Parquet tables and ``meta.json`` (with ``extra`` merged in) into directory ``path``."""
@@ -155,6 +159,7 @@ def feature_stats(
         raise MechscopeError("no contexts were given")
     st.tokens = torch.cat(kept)
     st.logit_top, st.logit_bottom = _logit_effects(model, dictionary, cfg.logit_top)
+    st.cos_ids, st.cos_vals = decoder_neighbours(dictionary.W_dec.detach(), cfg.cosine_top)
     return st
 
 
@@ -168,6 +173,7 @@ def _empty(cfg: StatsConfig, hook: str, d: int) -> FeatureStats:
         torch.full((cfg.n_random,), -1), torch.zeros(cfg.n_random, w, d),
         torch.zeros(d, d, dtype=torch.long), torch.zeros(0, 0, dtype=torch.int32),
         torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.long),
+        torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0),
     )  # fmt: skip
 
 
@@ -289,6 +295,24 @@ def _random_windows(
         st.rand_win[slot[win]] = wins.all_latents(tok[win])
 
 
+def decoder_neighbours(w_dec: Tensor, k: int, chunk: int = 1024) -> tuple[Tensor, Tensor]:
+    """``(ids, cosines)``, each ``[d_sae, k]``: every latent's ``k`` nearest others by decoder cosine."""
+    d = w_dec.shape[0]
+    k = min(k, d - 1)
+    if k <= 0:
+        return torch.zeros(d, 0, dtype=torch.long), torch.zeros(d, 0)
+    unit = torch.nn.functional.normalize(w_dec.float(), dim=1)  # [d_sae, d_model]
+    ids, vals = [], []
+    for start in range(0, d, chunk):
+        sims = unit[start : start + chunk] @ unit.T  # [chunk, d_sae]
+        rows = torch.arange(start, min(start + chunk, d))
+        sims[torch.arange(len(rows)), rows] = -2.0  # never its own neighbour
+        top = sims.topk(k, dim=1)
+        ids.append(top.indices)
+        vals.append(top.values)
+    return torch.cat(ids), torch.cat(vals)
+
+
 def _logit_effects(model: HookedModel, dictionary: Dictionary, k: int) -> tuple[Tensor, Tensor]:
     w_u = model.W_U.detach().float()  # [d_model, vocab]
     top, bottom = [], []
@@ -304,4 +328,12 @@ def load_meta(path: str | Path) -> dict[str, Any]:
     return dict(json.loads((Path(path) / "meta.json").read_text()))
 
 
-__all__ = ["BINS", "SCHEMA_VERSION", "FeatureStats", "StatsConfig", "feature_stats", "load_meta"]
+__all__ = [
+    "BINS",
+    "SCHEMA_VERSION",
+    "FeatureStats",
+    "StatsConfig",
+    "decoder_neighbours",
+    "feature_stats",
+    "load_meta",
+]

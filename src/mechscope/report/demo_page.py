@@ -25,6 +25,7 @@ import numpy as np
 
 from .._fs import atomic_write_bytes, atomic_write_text
 from ..errors import ArtifactError
+from ..viz.widgets import heatmap, inline_bundle
 from .features_section import features_section
 
 __all__ = ["SCHEMA_VERSION", "DemoRun", "draw_lens_png", "load_demo", "render_demo"]
@@ -191,7 +192,7 @@ def render_demo(run_dir: str | Path) -> Path:
     )
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n<link rel="icon" href="data:,">\n'
         f"<title>mechscope demo · {_e(model_id)}</title>\n<style>\n{css}</style>\n</head>\n"
         f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
     )
@@ -284,6 +285,13 @@ def _localisation_section(run_dir: Path) -> str:
         f'<a href="{_e(r["html"])}">interactive heat map</a> ({_e(r["seconds"])} s)</figcaption></figure>'
         for r in loc["results"]
     )
+    widgets = "\n".join(_result_widget(run_dir, r, f"ms-result-{i}") for i, r in enumerate(loc["results"]))
+    if widgets:
+        figures += (
+            "\n<h3>Explore the results</h3>\n<p>The same results drawn by mechscope's components, data inlined "
+            "(hover a cell for its value; the scale is centred at 0):</p>\n"
+            f'<script type="module">{inline_bundle()}</script>\n{widgets}'
+        )
     c = loc["atp_vs_exact"]
     return (
         "<section>\n<h2>Localisation</h2>\n"
@@ -297,6 +305,28 @@ def _localisation_section(run_dir: Path) -> str:
         f"and took {c['atp_seconds']} s against {c['exact_seconds']} s.</p>\n"
         f"{figures}\n</section>"
     )
+
+
+def _result_widget(run_dir: Path, r: dict[str, Any], uid: str) -> str:
+    """A patching result as the bundle's heat map, from its ``meta.json`` and ``values.safetensors``."""
+    from safetensors.numpy import load_file
+
+    result = (run_dir / str(r.get("png", ""))).parent
+    try:
+        meta = json.loads((result / "meta.json").read_text())
+        values = load_file(str(result / "values.safetensors"))["values"]
+        axes = meta["axes"]
+    except (OSError, KeyError, ValueError):
+        return ""  # the figure above still shows it
+    rows = list(axes[0]["labels"])
+    cols = [""]
+    for ax in axes[1:]:
+        cols = [f"{c}·{lab}" if c else lab for c in cols for lab in ax["labels"]]
+    grid = values.reshape(len(rows), -1) if values.ndim > 1 else values[None]
+    if values.ndim == 1:
+        rows, cols = [str(meta.get("metric", ""))], list(axes[0]["labels"])
+    widget = heatmap(grid, rows, cols, title=str(r.get("title", "")), metric=str(meta.get("metric", "")))
+    return widget.fragment(bundle=False, uid=uid)
 
 
 def _circuit_section(run_dir: Path) -> str:

@@ -78,9 +78,12 @@ class Widget:
         if self.component not in COMPONENTS:
             raise MechscopeError(f"unknown component {self.component!r}; choose from {', '.join(COMPONENTS)}")
 
-    def fragment(self, bundle: bool = True) -> str:
-        """The ``<div>`` and its script; ``bundle=False`` leaves the bundle out (a page that loads it once)."""
-        uid = f"ms-{uuid.uuid4().hex[:12]}"
+    def fragment(self, bundle: bool = True, uid: str | None = None) -> str:
+        """The ``<div>`` and its script; ``bundle=False`` leaves the bundle out (a page that loads it once).
+
+        ``uid``: the div's id (default: random, so the same widget shown twice never clashes; pass
+        one, unique in its page, for output that must be reproducible byte for byte)."""
+        uid = uid or f"ms-{uuid.uuid4().hex[:12]}"
         call = (f'globalThis.mechscope.{self.component}(document.getElementById("{uid}"), '
                 f"{_script_json(self.data)}, {_script_json(self.opts)});")  # fmt: skip
         code = f"{inline_bundle()}\n;{call}" if bundle else call
