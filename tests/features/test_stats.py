@@ -186,3 +186,22 @@ def test_decoder_neighbours_are_the_nearest_by_cosine(run):
     _, out, _, _ = run
     table = pq.read_table(out / "features.parquet").to_pydict()
     assert all(i not in row and len(row) == 5 for i, row in enumerate(table["cosine_neighbours"]))
+
+
+def test_saving_over_an_artifact_invalidates_it_until_the_new_one_is_whole(run, tmp_path, monkeypatch):
+    import shutil
+
+    from mechscope.features import _tables
+
+    stats, out, _, _ = run
+    copy = shutil.copytree(out, tmp_path / "copy")
+    model = load_model("toy/compiled_features", device="cpu")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(_tables, "write_tables", broken)
+    with pytest.raises(OSError, match="disk full"):
+        stats.save(copy, model)
+    with pytest.raises(ArtifactError, match="no meta"):
+        FeatureArtifact(copy)  # not mistaken for a whole artifact

@@ -117,6 +117,9 @@ class FeatureStats:
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        (path / "meta.json").unlink(
+            missing_ok=True
+        )  # an older artifact here is invalid until this one is whole
         write_tables(self, model, path)
         atomic_write_json(
             path / "meta.json",

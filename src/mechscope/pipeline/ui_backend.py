@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,7 @@ class ModelBackend:
         if out_dir is not None:
             run = (
                 Path(out_dir)
-                / f"steer-{time.strftime('%Y%m%d-%H%M%S')}-{abs(hash((text, mode))) % 10_000:04d}"
+                / f"steer-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"  # never reused
             )
             atomic_write_json(run / "meta.json", result)
             result["saved"] = str(run)
