@@ -61,6 +61,8 @@ def test_explain_errors_leave_the_artifact_alone(setup, capsys, monkeypatch):
     assert main(argv) == 0
     art = next(art.glob("features-*"))
     before = sorted(p.name for p in art.iterdir())
+    assert main(["explain", "--artifact", str(art), "--scorers", "intruder"]) == 2
+    assert "unknown scorer 'intruder'" in capsys.readouterr().err
     assert main(["explain", "--artifact", str(art), "--features", "999"]) == 2
     assert "feature 999 is not in" in capsys.readouterr().err
     monkeypatch.setenv("MECHSCOPE_LLM_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port

@@ -286,6 +286,9 @@ def run_explain(
     say = progress or (lambda _msg: None)
     if config.artifact is None:
         raise MechscopeError("give the feature artifact: --artifact DIR (from `mechscope features`)")
+    unknown = [s for s in config.scorers if s not in SCORERS]
+    if unknown:  # before any work (an LLM explainer costs calls)
+        raise MechscopeError(f"unknown scorer {unknown[0]!r}: choose from {', '.join(SCORERS)}")
     art = FeatureArtifact(config.artifact)
     features = choose_features(art, config.features, config.n)
     explainer, simulator = explainer_and_simulator(
