@@ -68,8 +68,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--edges", type=int, default=48)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument(
+        "--shape-only", default=None, metavar="DIR",
+        help="a directory with SmolLM2's config.json and tokenizer: random weights of the same shape, for "
+        "throughput only (e.g. on a GPU machine that cannot get the weights); implies --only-exact",
+    )  # fmt: skip
+    ap.add_argument("--batch", type=int, default=16, help="edge masks per forward in exact patching")
+    ap.add_argument("--only-exact", action="store_true", help="measure exact edge patching throughput only")
+    ap.add_argument("--out", default=None, help="results file (default: bench/results/circuits.json)")
     args = ap.parse_args()
-    model = load_model(DEFAULT_MODEL, device="cpu")
+    model = _model(args.device, args.shape_only)
     data = prepare(model, make_task("ioi", model, n=args.n, seed=0))
     problem = task_problem(model, data)
     graph = Graph.from_model(model, "layer")
@@ -77,12 +86,19 @@ def main() -> None:
         "machine": {
             "platform": platform.platform(),
             "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+            "weights": "random, SmolLM2's shape" if args.shape_only else "SmolLM2-135M-Instruct",
             "torch": torch.__version__,
         },
         "n": args.n,
         "width": data.width,
         "n_edges": graph.n_edges,
     }
+
+    if args.shape_only or args.only_exact:
+        res["exact"] = exact_throughput(EdgeEngine(model, graph, problem), args.edges, args.batch)
+        _write(res, args.out)
+        return
 
     def fwd_bwd() -> None:
         with model.hooks(grad=True):
@@ -104,36 +120,62 @@ def main() -> None:
         "eap_ig_total_x": (engine_s + ig_s) / base,
         "eap_ig_target_x": args.steps + 2,
     }
-    res["exact"] = exact_throughput(engine, args.edges)
+    res["exact"] = exact_throughput(engine, args.edges, args.batch)
     eap, ig = methods.eap(engine), methods.eap_ig(engine, steps=args.steps)
     curves = {}
     for name, scores in (("eap", eap), ("eap-ig", ig)):
         c = curve(engine, Circuit(graph, scores, name, "corrupted", problem.name), FRACTIONS, batch=9)
         curves[name] = {**c.__dict__, "reaches_0.8_at": c.first_reaching(0.8)}
     res["curves"] = curves
+    _write(res, args.out)
+
+
+def _write(res: dict[str, object], out: str | None) -> None:
     print(json.dumps(res, indent=2))
-    out = Path(__file__).parent / "results" / "circuits.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    path = Path(out) if out else Path(__file__).parent / "results" / "circuits.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2) + "\n")
 
 
-def exact_throughput(engine: EdgeEngine, k: int) -> dict[str, float]:
+def _model(device: str, shape_only: str | None):  # type: ignore[no-untyped-def]
+    if shape_only is None:
+        return load_model(DEFAULT_MODEL, device=device)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from mechscope import wrap
+
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(shape_only)).to(device).eval()
+    return wrap(hf, AutoTokenizer.from_pretrained(shape_only), name="smollm2-135m (random weights)")
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def exact_throughput(engine: EdgeEngine, k: int, batch: int = 16) -> dict[str, float]:
     """Batched, block-skipping exact patching of ``k`` random edges against one full forward per edge."""
     gen = torch.Generator().manual_seed(0)
     edges = torch.randperm(engine.graph.n_edges, generator=gen)[:k]
+    methods.exact_edges(engine, edges[:batch], batch=batch)  # warm-up (kernels, allocator)
+    _sync()
     t0 = time.perf_counter()
-    fast = methods.exact_edges(engine, edges, batch=16)
+    fast = methods.exact_edges(engine, edges, batch=batch)
+    _sync()
     fast_s = time.perf_counter() - t0
-    base = engine.clean_metric.mean()
+    base = engine.clean_metric.mean().cpu()
     slow = torch.empty(k)
     t0 = time.perf_counter()
     for i, e in enumerate(edges.tolist()):
         keep = torch.ones(1, engine.graph.n_edges, dtype=torch.bool)
         keep[0, e] = False
         slow[i] = engine.run(keep).mean() - base
+    _sync()
     loop_s = time.perf_counter() - t0
     return {
         "edges": k,
+        "batch": batch,
         "batched_edges_per_s": k / fast_s,
         "loop_edges_per_s": k / loop_s,
         "speedup": loop_s / fast_s,

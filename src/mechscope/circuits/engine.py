@@ -208,20 +208,20 @@ class EdgeEngine:
         shape = (v, len(self.graph.sources), len(self.graph.receivers))
         if keep.dim() == 2:
             dropped = torch.zeros(shape)
-            dropped[:, self._pairs[:, 0], self._pairs[:, 1]] = (~keep).float()
+            dropped[:, self._pairs[:, 0], self._pairs[:, 1]] = (~keep.cpu()).float()
         else:  # [V, S, R, pos]
             dropped = torch.zeros(*shape, width)
-            dropped[:, self._pairs[:, 0], self._pairs[:, 1]] = (~keep).float().transpose(1, 2)
+            dropped[:, self._pairs[:, 0], self._pairs[:, 1]] = (~keep.cpu()).float().transpose(1, 2)
         if start and bool(dropped[:, :, self._receiver_layer < start].any()):
             raise MechscopeError(f"a dropped edge goes into a receiver before block {start}")
-        state = _RunState(self, v, dropped)
+        state = _RunState(self, v, dropped.to(self.model.device))  # masks live with the activations
         with torch.no_grad():
             if start == 0:
                 with self.model.hooks(state.hooks(), split_attention=state.splits()):
                     logits = self.model(_repeat(self.clean, v), logits_to_keep=self.problem.logits_to_keep)
             else:
                 logits = self._run_from(state, v, start)
-        return self._metric(logits, v)
+        return self._metric(logits, v).cpu()  # scores are gathered on the CPU
 
     def _run_from(self, state: _RunState, v: int, start: int) -> Tensor:
         """Blocks ``start..`` only, from the clean run's residual stream (sources before it: clean)."""

@@ -43,7 +43,7 @@ def exact_edges(engine: EdgeEngine, edges: Tensor, batch: int = 32, progress: bo
     """Exact scores of the given edge indices. Edges are grouped by their receiver's block and
     each group runs only from that block on (the blocks before it are the clean run's)."""
     n_edges = engine.graph.n_edges
-    base = engine.clean_metric.mean()
+    base = engine.clean_metric.mean().cpu()
     layers = engine.receiver_layer(edges)
     order = torch.argsort(layers, stable=True)
     chunks = []
@@ -85,7 +85,7 @@ def eap_ig(
 def exact_per_position(engine: EdgeEngine, edges: Tensor, batch: int = 32) -> Tensor:  # [pos, k]
     """``metric(edge dropped at one position) − metric(clean)`` for the given edges at every position."""
     n_edges, width = engine.graph.n_edges, engine.clean.tokens.shape[1]
-    base = engine.clean_metric.mean()
+    base = engine.clean_metric.mean().cpu()
     pairs = [(e, p) for e in edges.tolist() for p in range(width)]
     out = torch.empty(len(pairs))
     layers = engine.receiver_layer(edges).tolist()
@@ -161,7 +161,7 @@ def exact_nodes(engine: EdgeEngine, batch: int = 32) -> dict[str, float]:
     """``metric(node ablated) − metric(clean)``: all of a source node's outgoing edges dropped at once."""
     graph = engine.graph
     sources = graph.edge_pairs[:, 0]
-    base = engine.clean_metric.mean()
+    base = engine.clean_metric.mean().cpu()
     out: dict[str, float] = {}
     names = list(graph.sources)
     for start in range(0, len(names), batch):
