@@ -22,7 +22,7 @@ def _config(args: argparse.Namespace) -> Any:
 
 def add_feature_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register the four commands on the CLI's subparsers."""
-    from ._config_cli import add_config_options
+    from ._config_cli import add_config_commands
     from .pipeline.features_job import ExplainJobConfig, FeaturesJobConfig
     from .pipeline.steer_probe import ProbeJobConfig, SteerJobConfig
 
@@ -35,10 +35,7 @@ def add_feature_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
          _cmd_steer),
         ("probe", ProbeJobConfig, "train a linear probe for a concept at one hook", _cmd_probe),
     ]  # fmt: skip
-    for name, cls, text, func in commands:
-        p = sub.add_parser(name, help=text, description=f"{text}. {cls.__doc__ or ''}")
-        add_config_options(p, cls)
-        p.set_defaults(func=func, config_class=cls)
+    add_config_commands(sub, commands)
 
 
 def _cmd_features(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import itertools
 import textwrap
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,11 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
             base, _ = _unwrap_optional(hints[f.name])
             values[f.name] = tuple(v) if isinstance(v, list) and typing.get_origin(base) is tuple else v
     return cls(**values)
+
+
+def add_config_commands(sub: Any, commands: Sequence[tuple[str, type, str, Any]]) -> None:
+    """One subcommand per ``(name, config class, help text, handler)``, its options from the class."""
+    for name, cls, text, func in commands:
+        p = sub.add_parser(name, help=text, description=f"{text}. {cls.__doc__ or ''}")
+        add_config_options(p, cls)
+        p.set_defaults(func=func, config_class=cls)

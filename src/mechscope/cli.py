@@ -172,7 +172,7 @@ def _cmd_patch(args: argparse.Namespace) -> int:
 
 def _add_dictionary_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """harvest, train-sae and eval-sae: every option generated from the config dataclass."""
-    from ._config_cli import add_config_options
+    from ._config_cli import add_config_commands
     from .pipeline.eval_sae import EvalSAEConfig
     from .pipeline.harvest import HarvestConfig
     from .pipeline.train_sae import TrainSAEConfig
@@ -182,10 +182,7 @@ def _add_dictionary_commands(sub: argparse._SubParsersAction) -> None:  # type: 
         ("train-sae", TrainSAEConfig, "train an SAE or transcoder on a model's activations", _cmd_train_sae),
         ("eval-sae", EvalSAEConfig, "evaluate a dictionary: MSE, FVU, L0, dead/dense, CE recovered, KL", _cmd_eval_sae),
     ]  # fmt: skip
-    for name, cls, text, func in commands:
-        p = sub.add_parser(name, help=text, description=f"{text}. {cls.__doc__ or ''}")
-        add_config_options(p, cls)
-        p.set_defaults(func=func, config_class=cls)
+    add_config_commands(sub, commands)
 
 
 def _config(args: argparse.Namespace) -> Any:

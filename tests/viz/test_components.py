@@ -641,7 +641,7 @@ def test_graph_large_stays_responsive(app):
     assert _attr(app, "#graph-b .ms-root", "data-kept") == "50000"
     assert pg.locator("#graph-b circle").count() == 5000
     _box(app, "#graph-b .ms-g-stage")
-    timing = pg.evaluate(
+    pg.evaluate(  # zoom and a full redraw run without errors; their timings are in bench/bench_ui.py
         """async () => {
             const frame = () => new Promise(r => requestAnimationFrame(() => r()));
             const stage = document.querySelector('#graph-b .ms-g-stage');
@@ -658,8 +658,6 @@ def test_graph_large_stays_responsive(app):
             return {build: window.timing.graphBuild, panning, full};
         }"""
     )
-    # timings are measured in bench/bench_ui.py, never asserted here; this checks that the frames ran
-    assert all(v >= 0 for v in timing.values()), timing
     n = pg.evaluate("(W.graphB.toSVG().match(/<line /g) || []).length")
     assert n == 50000
     _clean(app)

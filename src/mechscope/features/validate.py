@@ -32,6 +32,7 @@ from ..dictionary.base import Dictionary
 from ..errors import MechscopeError
 from ..models import HookedModel
 from ..steering.features import add_feature, clamp_feature
+from ..steering.sweep import logodds
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,6 @@ def logit_effects(model: HookedModel, dictionary: Dictionary, feature: int, k: i
     return effect.topk(k).indices, (-effect).topk(k).indices
 
 
-def _logodds(logits: Tensor, up: Tensor, down: Tensor) -> Tensor:  # [..., vocab] -> [...]
-    lp = logits.float().log_softmax(-1)
-    return lp[..., up].logsumexp(-1) - lp[..., down].logsumexp(-1)
-
-
 def _acts(
     model: HookedModel, dictionary: Dictionary, feature: int, tokens: Tensor, skip_first: int = 0
 ) -> Tensor:
@@ -168,9 +164,9 @@ def causal_check(
     if not fires.any():
         raise MechscopeError(f"feature {feature} never fires on the causal-check contexts: nothing to ablate")
     with torch.no_grad():
-        base = _logodds(model(contexts), up, down)  # [n, ctx]
+        base = logodds(model(contexts), up, down)  # [n, ctx]
         with model.hooks([clamp_feature(dictionary, feature, 0.0)]):
-            ablated = _logodds(model(contexts), up, down)
+            ablated = logodds(model(contexts), up, down)
     return float((ablated - base)[fires].mean()), int(fires.sum())
 
 
@@ -191,9 +187,9 @@ def steering_check(
     hook = add_feature(dictionary, feature, alpha)
     inputs: Any = prompts if isinstance(prompts, Tensor) else list(prompts)
     with torch.no_grad():
-        base = _logodds(model(inputs, padding_side="left", logits_to_keep=1)[:, -1], up, down)
+        base = logodds(model(inputs, padding_side="left", logits_to_keep=1)[:, -1], up, down)
         with model.hooks([hook]):
-            steered = _logodds(model(inputs, padding_side="left", logits_to_keep=1)[:, -1], up, down)
+            steered = logodds(model(inputs, padding_side="left", logits_to_keep=1)[:, -1], up, down)
     before = model.generate(inputs, max_new_tokens=max_new_tokens)
     after = model.generate(inputs, max_new_tokens=max_new_tokens, fwd_hooks=[hook])
     return float((steered - base).mean()), list(zip(_texts(model, before), _texts(model, after)))

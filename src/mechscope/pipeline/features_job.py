@@ -205,6 +205,38 @@ def explain_feature(
     return explanation, scores
 
 
+def explain_features(
+    art: FeatureArtifact, features: Sequence[int], explainer: Any, simulator: Simulator, scorers: Sequence[str],
+    seed: int,
+) -> tuple[list[Explanation], list[Score]]:  # fmt: skip
+    """:func:`explain_feature` for each feature, with a progress bar."""
+    explanations, scores = [], []
+    for f in tqdm(features, desc="explaining", leave=False):
+        e, s = explain_feature(art, f, explainer, simulator, scorers, seed)
+        explanations.append(e)
+        scores.extend(s)
+    return explanations, scores
+
+
+def write_notes(
+    art: FeatureArtifact,
+    explanations: Sequence[Explanation],
+    scores: Sequence[Score],
+    cards: dict[int, ValidationCard],
+    pages: Sequence[int],
+) -> None:
+    """``explanations.json``, ``scores.json``, ``cards.json`` (when any) and the dashboards of ``pages`` with them."""
+    from ..features.dashboard import build_dashboards
+
+    save_explanations(art.path / "explanations.json", explanations)
+    save_scores(art.path / "scores.json", scores)
+    if cards:
+        atomic_write_json(art.path / "cards.json", {str(f): c.to_json() for f, c in cards.items()})
+    build_dashboards(
+        art, art.path / "dashboards", features=pages, notes=notes_for(explanations, scores, cards)
+    )
+
+
 def choose_features(art: FeatureArtifact, features: Sequence[int], n: int) -> list[int]:
     """``features`` checked against the artifact, or the ``n`` that fire most often."""
     if features:
@@ -281,8 +313,6 @@ def run_explain(
     dictionary: Any = None,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Explain, score (and validate) the features; write the files; return ``(artifact, rows)``."""
-    from ..features.dashboard import build_dashboards
-
     say = progress or (lambda _msg: None)
     if config.artifact is None:
         raise MechscopeError("give the feature artifact: --artifact DIR (from `mechscope features`)")
@@ -295,11 +325,7 @@ def run_explain(
         config.explainer, timeout_s=config.llm_timeout, max_retries=config.llm_retries
     )
     say(f"explaining {len(features)} features with the {config.explainer} explainer")
-    explanations, scores = [], []
-    for f in tqdm(features, desc="explaining", leave=False):
-        e, s = explain_feature(art, f, explainer, simulator, config.scorers, config.seed)
-        explanations.append(e)
-        scores.extend(s)
+    explanations, scores = explain_features(art, features, explainer, simulator, config.scorers, config.seed)
     cards: dict[int, ValidationCard] = {}
     if config.validate:
         from ..dictionary.io import load_dictionary
@@ -313,14 +339,8 @@ def run_explain(
             model = load_model(config.model, device=config.device)
         cards = validate_features(model, dictionary.to(model.device), art, explanations, simulator, config)
     # everything is computed before anything is written: a failure leaves the artifact as it was
-    save_explanations(art.path / "explanations.json", explanations)
-    save_scores(art.path / "scores.json", scores)
-    if cards:
-        atomic_write_json(art.path / "cards.json", {str(f): c.to_json() for f, c in cards.items()})
     pages = sorted(set(features) | set(choose_features(art, (), 200)))  # keep the pages `features` built
-    build_dashboards(
-        art, art.path / "dashboards", features=pages, notes=notes_for(explanations, scores, cards)
-    )
+    write_notes(art, explanations, scores, cards, pages)
     rows = []
     for e in explanations:
         rows.append({"feature": e.feature, "explanation": e.text,
@@ -334,9 +354,11 @@ __all__ = [
     "FeaturesJobConfig",
     "choose_features",
     "explain_feature",
+    "explain_features",
     "feature_acts",
     "held_out_contexts",
     "run_explain",
     "run_features",
     "validate_features",
+    "write_notes",
 ]

@@ -24,19 +24,18 @@ from typing import Any
 import torch
 
 from .._fs import atomic_write_json
-from ..explain import save_explanations, save_scores
 from ..features import FeatureArtifact, StatsConfig
-from ..features.dashboard import build_dashboards
 from ..models import HookedModel
 from ..steering import steer_features
 from .features_job import (
+    SCORERS,
     ExplainJobConfig,
     FeaturesJobConfig,
-    explain_feature,
+    explain_features,
     explainer_and_simulator,
-    notes_for,
     run_features,
     validate_features,
+    write_notes,
 )
 
 
@@ -122,18 +121,11 @@ def features_stage(
     fired = {i for i, c in enumerate(art.column("n_active")) if c > 0}
     chosen, values = prompt_features(model, dictionary, prompts, fired, config.n_features)
     explainer, simulator = explainer_and_simulator("pattern")
-    explanations, scores = [], []
-    for f in chosen:
-        e, s = explain_feature(art, f, explainer, simulator, ("detection", "fuzzing", "simulation"), 0)
-        explanations.append(e)
-        scores.extend(s)
+    explanations, scores = explain_features(art, chosen, explainer, simulator, SCORERS, 0)
     say(f"explained and scored features {chosen}; validating on {config.held_out} held-out contexts")
     ecfg = ExplainJobConfig(held_out=config.held_out, held_out_len=config.held_out_len,
                             steer_prompts=config.steer_prompts)  # fmt: skip
     cards = validate_features(model, dictionary, art, explanations, simulator, ecfg)
-    save_explanations(out / "explanations.json", explanations)
-    save_scores(out / "scores.json", scores)
-    atomic_write_json(out / "cards.json", {str(f): c.to_json() for f, c in cards.items()})
     example = {}
     if chosen:
         top = chosen[0]
@@ -142,7 +134,7 @@ def features_stage(
     counts = art.column("n_active")
     others = sorted(fired, key=lambda i: -counts[i])[: config.dashboards]
     pages = sorted(set(chosen) | set(others))
-    build_dashboards(art, out / "dashboards", features=pages, notes=notes_for(explanations, scores, cards))
+    write_notes(art, explanations, scores, cards, pages)
     summary = {
         "hook": art.hook, "d_sae": art.d_sae, "n_tokens": stats["n_tokens"], "fired": stats["fired"],
         "stats_seconds": round(stats["seconds"], 1), "prompts": list(prompts), "features": [

@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from .._fs import atomic_write_json
 from ..errors import MechscopeError
 from ..models import DEFAULT_MODEL, HookedModel, load_model
-from ..steering import SweepRow, actadd, caa, steer_features, steering_hooks, strength_sweep
+from ..steering import SweepRow, actadd, caa, ids_logodds, steer_features, steering_hooks, strength_sweep
 from ..steering.probes import best_feature, collect, train_probe
 
 
@@ -79,14 +78,6 @@ def _lines(path: Path | None, what: str) -> list[str]:
     return lines
 
 
-def _ids_logodds(up: Tensor, down: Tensor) -> Callable[[Tensor], Tensor]:
-    def metric(logits: Tensor) -> Tensor:  # [n, vocab] -> [n]
-        lp = logits.float().log_softmax(-1)
-        return lp[:, up].logsumexp(-1) - lp[:, down].logsumexp(-1)
-
-    return metric
-
-
 def steering_setup(
     model: HookedModel, config: SteerJobConfig
 ) -> tuple[Callable[[float], list[Any]], Any, str]:
@@ -108,7 +99,7 @@ def steering_setup(
             return [] if a == 0 else [steer_features(dic, dict.fromkeys(config.feature, a), config.mode, pos)]
 
         what = f"features {list(config.feature)} of {config.sae} ({config.mode})"
-        return hooks, _ids_logodds(effect.topk(10).indices, (-effect).topk(10).indices), what
+        return hooks, ids_logodds(effect.topk(10).indices, (-effect).topk(10).indices), what
     pos_lines, neg_lines = _lines(config.positive, "positive"), _lines(config.negative, "negative")
     hook = config.hook or f"blocks.{model.cfg.n_layers // 2}.hook_resid_pre"
     model.hook_info(hook)  # unknown hook names fail here, with the closest names
@@ -122,7 +113,7 @@ def steering_setup(
         p = model(pos_lines, padding_side="left", logits_to_keep=1)[:, -1].float().log_softmax(-1).mean(0)
         n = model(neg_lines, padding_side="left", logits_to_keep=1)[:, -1].float().log_softmax(-1).mean(0)
     diff = p - n  # tokens the positive prompts favour over the negative ones
-    metric = _ids_logodds(diff.topk(10).indices, (-diff).topk(10).indices)
+    metric = ids_logodds(diff.topk(10).indices, (-diff).topk(10).indices)
     return (lambda a: steering_hooks(vector, a)), metric, f"{config.method} vector at {hook}"
 
 

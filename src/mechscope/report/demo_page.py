@@ -25,6 +25,7 @@ import numpy as np
 
 from .._fs import atomic_write_bytes, atomic_write_text
 from ..errors import ArtifactError
+from ..viz.results import fold_axes
 from ..viz.widgets import heatmap, inline_bundle
 from .features_section import features_section
 
@@ -318,13 +319,7 @@ def _result_widget(run_dir: Path, r: dict[str, Any], uid: str) -> str:
         axes = meta["axes"]
     except (OSError, KeyError, ValueError):
         return ""  # the figure above still shows it
-    rows = list(axes[0]["labels"])
-    cols = [""]
-    for ax in axes[1:]:
-        cols = [f"{c}·{lab}" if c else lab for c in cols for lab in ax["labels"]]
-    grid = values.reshape(len(rows), -1) if values.ndim > 1 else values[None]
-    if values.ndim == 1:
-        rows, cols = [str(meta.get("metric", ""))], list(axes[0]["labels"])
+    grid, rows, cols = fold_axes(values, [ax["labels"] for ax in axes], str(meta.get("metric", "")))
     widget = heatmap(grid, rows, cols, title=str(r.get("title", "")), metric=str(meta.get("metric", "")))
     return widget.fragment(bundle=False, uid=uid)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .features import add_feature, clamp_feature, steer_features
 from .probes import Flag, Monitored, Probe, auroc, best_feature, collect, monitor, train_probe
-from .sweep import SweepRow, strength_sweep, token_logodds
+from .sweep import SweepRow, ids_logodds, logodds, strength_sweep, token_logodds
 from .vectors import SteeringVector, actadd, caa, steer, steering_hooks
 
 __all__ = [
@@ -21,6 +21,8 @@ __all__ = [
     "caa",
     "clamp_feature",
     "collect",
+    "ids_logodds",
+    "logodds",
     "monitor",
     "steer",
     "steer_features",

@@ -31,18 +31,24 @@ class SweepRow:
     """``metric − metric at alpha = 0``."""
 
 
+def logodds(logits: Tensor, target: Tensor, baseline: Tensor) -> Tensor:  # [..., vocab] -> [...]
+    """``logsumexp(log p(target)) − logsumexp(log p(baseline))`` over token ids, at every position given."""
+    lp = logits.float().log_softmax(-1)
+    return lp[..., target].logsumexp(-1) - lp[..., baseline].logsumexp(-1)
+
+
+def ids_logodds(target: Tensor, baseline: Tensor) -> Callable[[Tensor], Tensor]:
+    """:func:`logodds` of token ids as a metric on next-token logits ``[n, vocab] -> [n]``."""
+    return lambda logits: logodds(logits, target, baseline)
+
+
 def token_logodds(
     model: HookedModel, target: Sequence[str], baseline: Sequence[str]
 ) -> Callable[[Tensor], Tensor]:
     """``logsumexp(log p(target)) − logsumexp(log p(baseline))`` at the last position, per prompt."""
     t = torch.tensor([model.to_single_token(s) for s in target])
     b = torch.tensor([model.to_single_token(s) for s in baseline])
-
-    def metric(logits: Tensor) -> Tensor:  # [n, vocab] -> [n]
-        lp = logits.float().log_softmax(-1)
-        return lp[:, t].logsumexp(-1) - lp[:, b].logsumexp(-1)
-
-    return metric
+    return ids_logodds(t, b)
 
 
 def strength_sweep(

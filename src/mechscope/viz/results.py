@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,18 +16,24 @@ import numpy as np
 from .widgets import Widget, _array, attention, graph, heatmap
 
 
+def fold_axes(
+    values: Any, labels: Sequence[Sequence[str]], metric: str = ""
+) -> tuple[Any, list[str], list[str]]:
+    """``(grid [rows, cols], rows, cols)``: axes beyond the second folded into the columns
+    (``"col·label"``); a single axis becomes one row named ``metric``."""
+    a = _array(values)
+    if a.ndim == 1:
+        return a[None], [metric], list(labels[0])
+    cols = [""]
+    for ax in labels[1:]:
+        cols = [f"{c}·{lab}" if c else lab for c in cols for lab in ax]
+    return a.reshape(a.shape[0], -1), list(labels[0]), cols
+
+
 def patch_result(result: Any) -> Widget:
     """A patching/attribution result as a heat map (axes beyond the second are folded into columns)."""
-    values = _array(result.values)
     axes = list(result.axes)
-    if values.ndim == 1:
-        rows, cols, grid = [result.metric], list(axes[0].labels), values[None]
-    else:
-        rows = list(axes[0].labels)
-        cols = [""]
-        for ax in axes[1:]:
-            cols = [f"{c}·{lab}" if c else lab for c in cols for lab in ax.labels]
-        grid = values.reshape(values.shape[0], -1)
+    grid, rows, cols = fold_axes(result.values, [a.labels for a in axes], result.metric)
     names = " × ".join(a.name for a in axes)
     note = f"clean {result.clean:.4g}, corrupted {result.corrupted:.4g}" if _finite(result.clean) else ""
     title = f"{result.method} · {result.sweep} ({names}) · {result.metric}"
@@ -118,4 +125,4 @@ def feature_example(example: Any) -> Widget:
                   title=f"{example.kind} example, activation {example.activation:.4g}")  # fmt: skip
 
 
-__all__ = ["cache", "circuit", "circuit_json", "feature_example", "patch_result"]
+__all__ = ["cache", "circuit", "circuit_json", "feature_example", "fold_axes", "patch_result"]
