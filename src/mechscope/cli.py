@@ -57,6 +57,7 @@ def _one_line(e: BaseException) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from ._cli_features import add_feature_commands
+    from ._cli_investigate import add_investigate_commands
     from .pipeline.demo import DemoConfig
 
     docs = _field_docs(DemoConfig)
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_cmd_demo)
 
+    add_investigate_commands(sub)
     _add_patch(sub)
     _add_dictionary_commands(sub)
     _add_circuit(sub)

@@ -41,7 +41,8 @@ def make_config(
                 "localise": {"settings": localise or {"scale": 2}},
                 "circuit": {"settings": {"label": "total"}},
             },
-        }
+        },
+        settings_schema=None,  # the toy stages' own settings
     )
 
 

@@ -40,6 +40,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import MechscopeError
+from .settings import CHOICES, NON_NEGATIVE, SETTINGS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -222,6 +223,7 @@ def load_config(
     known_models: Collection[str] = (),
     known_tasks: Collection[str] | None = None,
     allow_hub: bool = False,
+    settings_schema: Mapping[str, type] | None = SETTINGS,
 ) -> InvestigationConfig:
     """Read and validate the TOML config at ``path`` (see :func:`parse_config`)."""
     path = Path(path)
@@ -238,6 +240,7 @@ def load_config(
         allow_hub=allow_hub,
         base_dir=path.resolve().parent,
         source=str(path),
+        settings_schema=settings_schema,
     )
 
 
@@ -249,12 +252,14 @@ def from_flags(
     known_models: Collection[str] = (),
     known_tasks: Collection[str] | None = None,
     allow_hub: bool = False,
+    settings_schema: Mapping[str, type] | None = SETTINGS,
 ) -> InvestigationConfig:
     """A validated config from command-line flags: defaults for everything else."""
     data = {"model": {"name": model}, "behaviour": {"task": task}, "seed": seed}
     return parse_config(
-        data, known_models=known_models, known_tasks=known_tasks, allow_hub=allow_hub, source="(flags)"
-    )
+        data, known_models=known_models, known_tasks=known_tasks, allow_hub=allow_hub, source="(flags)",
+        settings_schema=settings_schema,
+    )  # fmt: skip
 
 
 def parse_config(
@@ -265,19 +270,22 @@ def parse_config(
     allow_hub: bool = False,
     base_dir: str | Path | None = None,
     source: str = "",
+    settings_schema: Mapping[str, type] | None = SETTINGS,
 ) -> InvestigationConfig:
     """Validate a parsed TOML document and build the config; raise :class:`ConfigError`.
 
     ``known_models`` are the built-in model names (the caller passes
     ``mechscope.models.zoo.BUILTIN``); ``known_tasks``, when given, the built-in task names.
     A hub id is accepted only with ``allow_hub``. Relative paths resolve against ``base_dir``
-    (default: the working directory).
+    (default: the working directory). Each stage's settings are checked against its class in
+    ``settings_schema`` (default :data:`~mechscope.investigate.settings.SETTINGS`; every default
+    is filled in); ``None`` accepts free scalar settings (for stages of your own).
     """
     base = Path.cwd() if base_dir is None else Path(base_dir)
     problems: list[str] = []
     _check_keys(data, _TOP_KEYS, "", problems)
     values = {name: _parse_fields(cls, data.get(name, {}), name, problems) for name, cls in _SECTIONS.items()}
-    stages = _parse_stages(data.get("stages", {}), problems)
+    stages = _parse_stages(data.get("stages", {}), problems, settings_schema, base)
     seed = data.get("seed", 0)
     if (msg := _type_problem(seed, int, "seed")) is not None:
         problems.append(msg)
@@ -335,6 +343,14 @@ def _type_problem(value: Any, tp: Any, dotted: str) -> str | None:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
     elif base is str:
         ok = isinstance(value, str)
+    elif typing.get_origin(base) is list:
+        (item,) = typing.get_args(base)
+        if not isinstance(value, list):
+            return f"{dotted}: expected a list of {item.__name__}, got {type(value).__name__} {_show(value)}"
+        for i, v in enumerate(value):
+            if (msg := _type_problem(v, item, f"{dotted}[{i}]")) is not None:
+                return msg
+        return None
     else:
         ok = isinstance(value, dict)
     if ok:
@@ -363,12 +379,55 @@ def _parse_fields(cls: type, table: Any, prefix: str, problems: list[str]) -> di
             problems.append(msg)
         elif hints[name] in (float, float | None):
             values[name] = float(table[name])
+        elif hints[name] == list[float]:
+            values[name] = [float(v) for v in table[name]]
         else:
             values[name] = table[name]
     return values
 
 
-def _parse_stages(table: Any, problems: list[str]) -> dict[str, StageSection]:
+def _parse_settings(name: str, settings: dict[str, Any], schema: Mapping[str, type] | None,
+                    problems: list[str], base: Path) -> dict[str, Any]:  # fmt: skip
+    """A stage's settings checked against its class in ``schema`` (defaults filled in), or
+    free scalar settings when ``schema`` is None."""
+    prefix = f"stages.{name}.settings"
+    if schema is None:
+        for key, value in settings.items():
+            if not _is_setting(value):
+                problems.append(
+                    f"{prefix}.{key}: expected a scalar or a list of scalars, got {type(value).__name__} {_show(value)}"
+                )
+        return dict(settings)
+    cls = schema[name]
+    before = len(problems)
+    values = _parse_fields(cls, settings, prefix, problems)
+    for key, choices in CHOICES.get(name, {}).items():
+        if key in values and values[key] not in choices:
+            problems.append(_unknown(f"{prefix}.{key}", str(values[key]), choices, "value").replace(
+                "unknown value", f"unknown value {values[key]!r}"))  # fmt: skip
+    for key, value in values.items():
+        numbers = value if isinstance(value, list) else [value]
+        if key not in NON_NEGATIVE and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in numbers
+        ):
+            if any(not (v > 0 and math.isfinite(v)) for v in numbers) and numbers:
+                problems.append(f"{prefix}.{key}: must be positive, got {value!r}")
+        elif key in NON_NEGATIVE and any(v < 0 for v in numbers):
+            problems.append(f"{prefix}.{key}: must be >= 0, got {value!r}")
+    if values.get("load"):
+        path = _resolve(values["load"], base)
+        if path.exists():
+            values["load"] = str(path.resolve())
+        else:
+            problems.append(f"{prefix}.load: no such file or directory: {str(path)!r}")
+    if len(problems) > before:
+        return {}
+    return dataclasses.asdict(cls(**values))
+
+
+def _parse_stages(
+    table: Any, problems: list[str], schema: Mapping[str, type] | None = None, base: Path | None = None
+) -> dict[str, StageSection]:
     if not isinstance(table, dict):
         problems.append(f"stages: expected a table, got {type(table).__name__} {_show(table)}")
         return {}
@@ -377,17 +436,12 @@ def _parse_stages(table: Any, problems: list[str]) -> dict[str, StageSection]:
             problems.append(_unknown(f"stages.{key}", key, STAGE_NAMES, "stage"))
     stages: dict[str, StageSection] = {}
     for name in STAGE_NAMES:
-        if name not in table:
+        if name not in table and schema is None:
             continue
-        values = _parse_fields(StageSection, table[name], f"stages.{name}", problems)
-        settings = values.get("settings", {})
-        values["settings"] = dict(settings)
-        for key, value in settings.items():
-            if not _is_setting(value):
-                problems.append(
-                    f"stages.{name}.settings.{key}: expected a scalar or a list of scalars, "
-                    f"got {type(value).__name__} {_show(value)}"
-                )
+        values = _parse_fields(StageSection, table.get(name, {}), f"stages.{name}", problems)
+        values["settings"] = _parse_settings(
+            name, values.get("settings", {}), schema, problems, base or Path.cwd()
+        )
         stages[name] = StageSection(**values)
     return stages
 
@@ -556,4 +610,19 @@ def section_hash(config: InvestigationConfig, stage_name: str) -> str:
                 payload["behaviour"]["task_sha256"] = hashlib.sha256(task.read_bytes()).hexdigest()
         else:
             payload[section] = dataclasses.asdict(getattr(config, section))
+    load = stage.settings.get("load")
+    if isinstance(load, str) and load and Path(load).exists():
+        payload["load_sha256"] = _tree_sha256(Path(load))
     return hashlib.sha256(_canonical(payload).encode("utf-8")).hexdigest()
+
+
+def _tree_sha256(root: Path) -> str:
+    """sha256 over the relative paths and bytes of every file under ``root`` (or of one file)."""
+    h = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for path in files:
+        h.update(str(path.relative_to(root) if path != root else path.name).encode("utf-8") + b"\0")
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

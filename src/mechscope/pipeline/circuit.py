@@ -146,11 +146,16 @@ def top_check(engine: EdgeEngine, circuit: Circuit, config: CircuitJobConfig) ->
 
 
 def write_circuit_dir(
-    config: CircuitJobConfig, task: str, circuit: Circuit, faith: Curve, check: dict[str, Any]
-) -> Path:
-    """The circuit directory: circuit files, graphs, the faithfulness plot and ``summary.json``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(config.out) / f"circuit-{config.method}-{task}-{stamp}"
+    config: CircuitJobConfig, task: str, circuit: Circuit, faith: Curve, check: dict[str, Any],
+    out: Path | None = None,
+) -> Path:  # fmt: skip
+    """The circuit directory: circuit files, graphs, the faithfulness plot and ``summary.json``.
+
+    ``out`` defaults to a new ``circuit-<method>-<task>-<stamp>`` under ``config.out``.
+    """
+    if out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = Path(config.out) / f"circuit-{config.method}-{task}-{stamp}"
     circuit.save(out)
     data = circuit.to_json()
     atomic_write_text(out / "graph.svg", to_svg(data))

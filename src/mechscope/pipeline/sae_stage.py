@@ -60,8 +60,25 @@ def sae_stage(
 ) -> dict[str, Any]:
     """Train and evaluate the demo SAE; write ``sae/`` and ``sae.json``; return the summary."""
     layer = model.cfg.n_layers // 2 if config.layer is None else config.layer
-    hook = f"blocks.{layer}.hook_resid_pre"
     stream = TokenStream(open_documents("stdlib"), model, ctx_len=config.ctx_len, bos="bos")
+    summary = train_and_evaluate(
+        model, f"blocks.{layer}.hook_resid_pre", stream, config, run_dir / "sae", say
+    )
+    rel = {k: str((run_dir / "sae" / summary[k]).relative_to(run_dir)) for k in ("dictionary", "density_png")}
+    summary = {**summary, **rel}
+    atomic_write_json(run_dir / "sae.json", summary)
+    return summary
+
+
+def train_and_evaluate(
+    model: HookedModel, hook: str, stream: TokenStream, config: SAEStageConfig, out: Path,
+    say: Callable[[str], None],
+) -> dict[str, Any]:  # fmt: skip
+    """Train a TopK SAE at ``hook`` on ``stream``'s first contexts, evaluate it on the next ones.
+
+    Writes ``out/`` (``topk/`` the dictionary, ``metrics.jsonl``, ``train.json``,
+    ``density.png``); returns the summary, with paths relative to ``out``.
+    """
     per_ctx = config.ctx_len - 1  # BOS rows are masked out
     train_ctx = math.ceil(config.train_tokens / per_ctx) + 1
     source = StreamingSource(
@@ -73,10 +90,10 @@ def sae_stage(
         architecture="topk", d_in=d_in, d_sae=config.expansion * d_in, k=config.k, hook_name=hook,
         model_name=model.cfg.name, metadata={"ctx_len": config.ctx_len, "bos": "bos", "source": stream.name},
     )  # fmt: skip
-    steps = config.train_tokens // config.batch_size
+    steps = max(1, config.train_tokens // config.batch_size)
     tcfg = TrainConfig(
         lr=config.lr, lr_warmup_steps=min(10, steps // 5), batch_size=config.batch_size,
-        total_tokens=config.train_tokens, seed=config.seed, output_dir=run_dir / "sae",
+        total_tokens=config.train_tokens, seed=config.seed, output_dir=out,
         checkpoint_every=0, keep_checkpoints=1, log_every=max(1, steps // 20), progress=False,
         dead_window_tokens=config.train_tokens // 2,
     )  # fmt: skip
@@ -85,31 +102,30 @@ def sae_stage(
     result = train(dcfg, source, tcfg, names=["topk"])
     train_s = time.perf_counter() - t0
     d = result.dictionaries["topk"]
-    # The stage is short and streams its activations (not resumable bit-exactly), so the
-    # trainer's final checkpoint (weights plus Adam moments, ~6x the dictionary) is dropped.
-    shutil.rmtree(run_dir / "sae" / "checkpoints", ignore_errors=True)
+    # Short and streamed (not resumable bit-exactly), so the trainer's final checkpoint
+    # (weights plus Adam moments, ~6x the dictionary) is dropped.
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     say(f"trained in {train_s:.0f} s; evaluating on {config.eval_contexts} held-out contexts")
     tokens = stream.take(config.eval_contexts, start=train_ctx + 1)
     t0 = time.perf_counter()
     ev = evaluate_dictionary(model, d, tokens, batch_size=4, exclude_bos=True)
     eval_s = time.perf_counter() - t0
     say(ev.summary())
-    plot_density(ev, run_dir / "sae" / "density.png", title=f"Feature density, TopK SAE at {hook}")
-    summary = {
+    plot_density(ev, out / "density.png", title=f"Feature density, TopK SAE at {hook}")
+    return {
         "hook": hook,
         "architecture": "topk",
         "d_in": d_in,
         "d_sae": dcfg.d_sae,
         "k": config.k,
         "train_tokens": result.tokens,
+        "train_contexts": train_ctx,
         "steps": result.steps,
         "train_seconds": round(train_s, 1),
         "eval_seconds": round(eval_s, 1),
         "eval_tokens": int(tokens.numel()),
-        "dictionary": str(result.paths["topk"].relative_to(run_dir)),
-        "density_png": "sae/density.png",
+        "dictionary": str(result.paths["topk"].relative_to(out)),
+        "density_png": "density.png",
         "metrics": ev.as_dict(),
         "source": stream.describe(),
     }
-    atomic_write_json(run_dir / "sae.json", summary)
-    return summary

@@ -1,0 +1,204 @@
+"""The findings summary (``summary.json``): what the investigation found, every number linked.
+
+Every number is a *measurement* ``{"value": x, "source": "<stage>/<file>"}``: the value and
+the run-relative path of the artifact it was read from, so the report links each number to
+its file and no claim appears without one. Sections:
+
+* ``behaviour``: accuracy and metric, clean and corrupted (``evaluate``);
+* ``components``: the heads that carry the behaviour, with their normalised patching effect
+  (the fraction of the clean-corrupted gap each restores alone), and the circuit's nodes;
+* ``circuit``: size, faithfulness at each size, CPR/CMD, the exact check of its top edges;
+* ``dictionaries`` and ``features``: dictionary quality; per kept feature its attribution,
+  exact effect, explanation, scores and validation verdict;
+* ``checks``: predicted and measured number of each causal check, and its verdict;
+* ``headline``: ten lines of text for the terminal, built from the numbers above.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+
+__all__ = ["KIND", "SCHEMA_VERSION", "build_summary", "headline", "measured"]
+
+KIND = "mechscope.investigate.summary"
+SCHEMA_VERSION = 1
+
+
+def measured(value: Any, source: str) -> dict[str, Any] | None:
+    """A number with the run-relative path of the artifact it came from (None stays None)."""
+    if value is None:
+        return None
+    return {"value": value, "source": source}
+
+
+def _stage(run_dir: Path, name: str) -> dict[str, Any] | None:
+    path = run_dir / name / "stage.json"
+    if not path.is_file():
+        return None
+    return dict(json.loads(path.read_text())["summary"])
+
+
+def _behaviour(ev: dict[str, Any]) -> dict[str, Any]:
+    src = ev["eval"]
+    keys = (
+        "clean_accuracy",
+        "corrupted_accuracy",
+        "clean_top1",
+        "corrupted_top1",
+        "clean_metric",
+        "corrupted_metric",
+    )
+    return {"task": ev["task"], "n": ev["n"], "metric": ev["metric"], "description": ev.get("description", ""),
+            "prompts": ev["prompts"], **{k: measured(ev[k], src) for k in keys}}  # fmt: skip
+
+
+def _components(loc: dict[str, Any] | None, circ: dict[str, Any] | None) -> list[dict[str, Any]]:
+    out = []
+    if loc:
+        heads = next(
+            (r for r in loc["sweeps"] if r["sweep"] == "heads" and r["method"] == "activation_patching"), None
+        )
+        for row in loc.get("top_heads", []):
+            src = heads["dir"] + "/values.safetensors" if heads else "localise/localise.json"
+            out.append({"component": row["component"], "evidence": "activation patching (clean into corrupted)",
+                        "normalised_effect": measured(row["normalised"], src),
+                        "effect": measured(row["effect"], src)})  # fmt: skip
+    if circ:
+        named = {c["component"] for c in out}
+        for row in circ.get("components", []):
+            entry = next((c for c in out if c["component"] == row["component"]), None)
+            score = measured(row["score"], circ["dir"] + "/scores.safetensors")
+            if entry is not None:
+                entry["circuit_score"] = score
+            elif row["component"] not in named:
+                out.append(
+                    {
+                        "component": row["component"],
+                        "evidence": f"{circ['method']} circuit",
+                        "circuit_score": score,
+                    }
+                )
+    return out
+
+
+def _circuit(c: dict[str, Any]) -> dict[str, Any]:
+    src, curve = c["summary"], c["curve"]
+    check = c.get("top_check") or {}
+    return {
+        "method": c["method"], "graph": c["graph"], "n_edges": c["n_edges"],
+        "circuit_edges": measured(c["circuit_edges"], c["dir"] + "/circuit.json"),
+        "cpr": measured(curve.get("cpr"), src), "cmd": measured(curve.get("cmd"), src),
+        "curve": [{"fraction": f, "faithfulness": measured(v, src)}
+                  for f, v in zip(curve.get("fractions", []), curve.get("faithfulness", []))],
+        "top_edges": [{"edge": e, "score": measured(v, c["dir"] + "/scores.safetensors")} for e, v in c["top_edges"]],
+        "exact_check": {"n": len(check.get("edges", [])), "pearson": measured(check.get("pearson"), src),
+                        "sign_agreement": measured(check.get("sign_agreement"), src)} if check else None,
+        "graph_png": c["graph_png"], "graph_html": c["graph_html"], "curve_png": c["curve_png"],
+    }  # fmt: skip
+
+
+def _dictionaries(d: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for x in d["dictionaries"]:
+        metrics = x.get("metrics", {})
+        out.append({"name": x["name"], "hook": x["hook"], "source": x["source"], "d_sae": x.get("d_sae"),
+                    "k": x.get("k"), "path": x["dictionary"],
+                    **{k: measured(metrics.get(k), "dictionaries/dictionaries.json")
+                       for k in ("fvu", "l0", "ce_recovered_zero", "dead_fraction")}})  # fmt: skip
+    return out
+
+
+def _features(f: dict[str, Any], ex: dict[str, Any] | None) -> list[dict[str, Any]]:
+    notes = {}
+    for d in (ex or {}).get("dictionaries", []):
+        for row in d["features"]:
+            notes[(d["name"], row["feature"])] = row
+    out = []
+    for d in f["dictionaries"]:
+        for row in d["features"]:
+            note = notes.get((d["name"], row["feature"]), {})
+            src = d["attribution_file"]
+            out.append({
+                "dictionary": d["name"], "hook": d["hook"], "feature": row["feature"],
+                "attribution": measured(row["attribution"], src),
+                "exact_effect": measured(row["exact"], "features/features.json"),
+                "explanation": note.get("explanation"), "verdict": note.get("verdict"),
+                "scores": {k: measured(v, note["card"].rsplit("/", 1)[0] + "/scores.json") for k, v in note.get("scores", {}).items()},
+                "page": note.get("page"),
+            })  # fmt: skip
+    return out
+
+
+def build_summary(run_dir: Path, config: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+    """The findings summary of the stages present in ``run_dir``."""
+    ev, loc, circ = (_stage(run_dir, n) for n in ("evaluate", "localise", "circuit"))
+    dicts, feats, expl, checks = (
+        _stage(run_dir, n) for n in ("dictionaries", "features", "explain", "checks")
+    )
+    summary: dict[str, Any] = {
+        "kind": KIND, "schema_version": SCHEMA_VERSION, "mechscope_version": __version__,
+        "model": config["model"]["name"], "task": config["behaviour"]["task"], "seed": config["seed"],
+        "behaviour": _behaviour(ev) if ev else None,
+        "components": _components(loc, circ),
+        "attribution_vs_exact": measured((loc or {}).get("atp_vs_exact", {}).get("correlation"), "localise/localise.json"),
+        "localisation": [{k: r[k] for k in ("name", "title", "png", "html")} for r in (loc or {}).get("sweeps", [])],
+        "circuit": _circuit(circ) if circ else None,
+        "dictionaries": _dictionaries(dicts) if dicts else [],
+        "features": _features(feats, expl) if feats else [],
+        "checks": [{**{k: c[k] for k in ("kind", "name", "prediction", "verdict")},
+                    "predicted": measured(c["predicted"], "checks/checks.json"),
+                    "measured": measured(c["measured"], "checks/checks.json")} for c in (checks or {}).get("checks", [])],
+        "check_counts": (checks or {}).get("counts"),
+        "steering_examples": (checks or {}).get("steering_examples", []),
+        "environment": env,
+    }  # fmt: skip
+    summary["headline"] = headline(summary)
+    return summary
+
+
+def _v(m: dict[str, Any] | None, fmt: str = "{:.3g}") -> str:
+    return "n/a" if m is None or m.get("value") is None else fmt.format(m["value"])
+
+
+def headline(s: dict[str, Any]) -> list[str]:
+    """At most ten lines of text: the findings, each number as measured."""
+    lines = []
+    b = s.get("behaviour")
+    if b:
+        lines.append(f"{s['model']} on {b['task']} (n={b['n']}): accuracy {_v(b['clean_accuracy'], '{:.0%}')} clean / "
+                     f"{_v(b['corrupted_accuracy'], '{:.0%}')} corrupted; {b['metric']} {_v(b['clean_metric'])} / {_v(b['corrupted_metric'])}")  # fmt: skip
+    heads = [c for c in s["components"] if c.get("normalised_effect")]
+    if heads:
+        lines.append("top heads (share of the behaviour each restores alone): "
+                     + ", ".join(f"{c['component']} {_v(c['normalised_effect'], '{:.0%}')}" for c in heads[:5]))  # fmt: skip
+    if s.get("attribution_vs_exact"):
+        lines.append(
+            f"attribution patching vs exact patching of the heads: r = {_v(s['attribution_vs_exact'], '{:.2f}')}"
+        )
+    c = s.get("circuit")
+    if c:
+        lines.append(f"circuit ({c['method']}): {_v(c['circuit_edges'], '{}')} of {c['n_edges']} edges kept; "
+                     f"CPR {_v(c['cpr'], '{:.2f}')}, CMD {_v(c['cmd'], '{:.2f}')}")  # fmt: skip
+        if c.get("exact_check"):
+            e = c["exact_check"]
+            lines.append(f"top {e['n']} edges vs exact edge patching: r = {_v(e['pearson'], '{:.2f}')}, "
+                         f"signs agree {_v(e['sign_agreement'], '{:.0%}')}")  # fmt: skip
+    for d in s.get("dictionaries", [])[:2]:
+        lines.append(f"dictionary {d['name']} ({d['source']}, {d['hook']}): FVU {_v(d['fvu'], '{:.3f}')}, "
+                     f"L0 {_v(d['l0'], '{:.1f}')}, CE recovered {_v(d['ce_recovered_zero'], '{:.0%}')}")  # fmt: skip
+    feats = s.get("features", [])
+    if feats:
+        top = feats[:3]
+        lines.append("features: " + "; ".join(
+            f"{f['dictionary']}/{f['feature']} attr {_v(f['attribution'], '{:+.3g}')}"
+            + (f" ({(f['explanation'] or '')[:40]!r}, {f['verdict']})" if f.get("explanation") else "") for f in top))  # fmt: skip
+    counts = s.get("check_counts")
+    if counts:
+        lines.append(
+            f"checks: {counts['passed']} passed, {counts['failed']} failed, {counts['inconclusive']} inconclusive"
+        )
+    return lines[:10]
