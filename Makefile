@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/models.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mechscope demo
+	$(BIN)/mechscope investigate --demo --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -37,6 +37,13 @@ def add_investigate_commands(sub: argparse._SubParsersAction) -> None:  # type: 
         "--seed", type=int, default=0, help="seed of every random choice (with --model/--task; default 0)"
     )
     p.add_argument("--allow-hub", action="store_true", help="accept a hub id as the model (downloads it)")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="the built-in demo (what `make demo` runs): SmolLM2-135M on IOI, then factual recall with IOI's "
+        "dictionaries, then compare; --out defaults to runs/demo, and a rerun skips what is up to date",
+    )
+    p.add_argument("--device", help="with --demo: the device (default: the configs' auto)")
     p.set_defaults(func=_cmd_investigate)
 
     c = sub.add_parser(
@@ -76,6 +83,8 @@ def print_result(result: Any) -> None:
 def _cmd_investigate(args: argparse.Namespace) -> int:
     from .investigate.run import investigate
 
+    if args.demo:
+        return _cmd_demo(args)
     config = _config(args)
     out = args.out or Path("runs") / f"investigate-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
@@ -102,4 +111,32 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
         atomic_write_text(args.out, render_comparison(cmp))
         print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .investigate.compare import format_comparison
+    from .investigate.demo import run_demo_investigation
+
+    if args.config is not None or args.task:
+        raise MechscopeError(
+            "--demo runs the built-in configs; give no CONFIG or --task (--model and --device apply)"
+        )
+    out = args.out or Path("runs") / "demo"
+    t0 = time.perf_counter()
+    try:
+        ioi, factual, cmp = run_demo_investigation(out, model=args.model, device=args.device)
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: run the same command again to resume at the first incomplete stage",
+            file=sys.stderr,
+        )
+        return 130
+    for name, result in (("IOI", ioi), ("factual recall", factual)):
+        print(f"\n== {name} ==")
+        print_result(result)
+    print("\n== compare ==")
+    print(format_comparison(cmp).splitlines()[0])
+    print(f"comparison: {out / 'compare.html'}")
+    print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0
