@@ -279,3 +279,31 @@ def test_section_hash_follows_the_jsonl_task_contents(tmp_path):
         ConfigError, match=re.escape("stages.localize: unknown stage; did you mean 'localise'")
     ):
         section_hash(cfg, "localize")
+
+
+def test_every_stage_setting_is_documented():
+    from mechscope.investigate.settings import SETTINGS
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "investigate.md").read_text()
+    for name, cls in SETTINGS.items():
+        section = page.split(f"**`{name}`**", 1)[1].split("**`", 1)[0]
+        for f in dataclasses.fields(cls):
+            assert f"| `{f.name}` |" in section, (name, f.name)
+
+
+def test_stage_settings_are_checked_by_field(tmp_path):
+    text = (
+        '[model]\nname = "smollm2-135m"\n[behaviour]\ntask = "ioi"\n'
+        "[stages.circuit.settings]\nstepz = 3\nmethod = 'exact-ish'\nfractions = [0.0, 'a']\n"
+        "[stages.localise.settings]\nn = 0\n[stages.dictionaries.settings]\nload = 'missing-dir'\n"
+    )
+    found = problems(tmp_path, text)
+    assert found == [
+        "stages.localise.settings.n: must be positive, got 0",
+        "stages.circuit.settings.stepz: unknown field; did you mean 'steps'? "
+        "(known: n, method, steps, graph, ablation, circuit_edges, check_top, fractions, batch)",
+        "stages.circuit.settings.fractions[1]: expected float, got str 'a'",
+        "stages.circuit.settings.method: unknown value 'exact-ish'; did you mean 'exact'? "
+        "(known: eap-ig, eap, exact, acdc)",
+        f"stages.dictionaries.settings.load: no such file or directory: {str(tmp_path / 'missing-dir')!r}",
+    ]

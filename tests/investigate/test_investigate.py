@@ -284,19 +284,19 @@ def test_bad_configs_fail_before_any_work_naming_the_field(tiny_inputs, tmp_path
 def test_a_multi_token_answer_is_refused_before_any_work(tiny_inputs, tmp_path):
     work = tmp_path / "w"
     shutil.copytree(tiny_inputs.parent, work)
-    row = {
-        "clean": "the quick brown",
-        "corrupted": "the quick green",
-        "answer": " foxes jumping",
-        "wrong": " dog",
-    }
+    # same-length id prompts, so the only problem is the answer
+    row = {"clean": [1, 50, 60, 70], "corrupted": [1, 51, 61, 71], "answer": " foxes jumping", "wrong": 9}
     (work / "ids.jsonl").write_text(json.dumps(row) + "\n")
     problems = _problems((work / "tiny.toml").read_text(), work)
-    assert len(problems) == 1 and problems[0].startswith("behaviour.task:") and "token" in problems[0]
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(
+        "behaviour.task: task 'ids', example 0: answer ' foxes jumping' is 10 tokens"
+    )
+    assert "answers must be single tokens" in problems[0]
 
 
 def test_a_model_without_tokenizer_cannot_read_a_text_corpus(tmp_path, capsys):
-    cfg, _ = _ground_truth_inputs(tmp_path)
+    _ground_truth_inputs(tmp_path)
     argv = ["investigate", "--model", "toy/compiled_induction", "--task", str(tmp_path / "gt.jsonl"),
             "--out", str(tmp_path / "run")]  # fmt: skip
     assert main(argv) == 2
