@@ -115,7 +115,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .investigate.compare import format_comparison
     from .investigate.demo import run_demo_investigation
 
     if args.config is not None or args.task:
@@ -136,7 +135,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"\n== {name} ==")
         print_result(result)
     print("\n== compare ==")
-    print(format_comparison(cmp).splitlines()[0])
+    print(cmp["verdict"])
     print(f"comparison: {out / 'compare.html'}")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0

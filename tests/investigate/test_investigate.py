@@ -314,3 +314,43 @@ def test_cli_prints_the_headline_and_the_report(tiny_inputs, tmp_path, capsys):
     for line in summary["headline"]:
         assert line in out
     assert f"report: {work / 'run' / 'report.html'}" in out
+
+
+def test_a_run_can_load_another_runs_dictionaries(tiny_run, tiny_inputs, tmp_path):
+    """What the demo's second investigation does: the same latents, evaluated held out, same features."""
+    from mechscope.investigate.demo import _reuse_dictionaries
+
+    config = _reuse_dictionaries(read_config(tiny_inputs), tiny_run)
+    assert config.stages.dictionaries.settings["load"] == str((tiny_run / "dictionaries").resolve())
+    result = investigate(config, tmp_path / "run", **QUIET)
+    loaded = read_stage_json(tmp_path / "run" / "dictionaries")["summary"]["dictionaries"][0]
+    trained = read_stage_json(tiny_run / "dictionaries")["summary"]["dictionaries"][0]
+    assert (
+        loaded["source"] == "loaded"
+        and loaded["held_out"]
+        and loaded["eval_start"] == trained["train_contexts"] + 1
+    )
+    weights = "weights.safetensors"
+    assert (tmp_path / "run" / loaded["dictionary"] / weights).read_bytes() == (
+        tiny_run / trained["dictionary"] / weights
+    ).read_bytes()
+    assert loaded["metrics"]["fvu"] == pytest.approx(
+        trained["metrics"]["fvu"], rel=1e-6
+    )  # the same held-out contexts
+    ours = [(f["feature"], f["attribution"]["value"]) for f in result.summary["features"]]
+    theirs = [
+        (f["feature"], f["attribution"]["value"])
+        for f in json.loads((tiny_run / "summary.json").read_text())["features"]
+    ]
+    assert ours == theirs  # same task, same latents, same corpus windows
+
+
+def test_the_packaged_configs_are_valid():
+    from mechscope.investigate.demo import CONFIGS
+
+    names = sorted(p.stem for p in CONFIGS.glob("*.toml"))
+    assert names == ["demo-factual", "demo-ioi", "full-gpu"]
+    for name in names:
+        config = read_config(CONFIGS / f"{name}.toml")
+        assert config.model.name == "smollm2-135m"
+    assert read_config(CONFIGS / "full-gpu.toml").model.device == "cuda"

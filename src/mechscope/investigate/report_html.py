@@ -92,6 +92,7 @@ def _summary(s: Mapping[str, Any]) -> str:
         f'<ul class="headline">{lines}</ul>' if lines else "",
         "<h3>Behaviour</h3>", _behaviour(s.get("behaviour")),
         "<h3>Components</h3>", _components(s),
+        *(["<h3>Top sites</h3>", _sites(s.get("sites") or [])] if s.get("sites") else []),
         "<h3>Circuit</h3>", _circuit(s.get("circuit")),
         "<h3>Dictionaries</h3>", _dictionaries(s.get("dictionaries") or []),
         "<h3>Features</h3>", _features(s.get("features") or []),
@@ -137,6 +138,12 @@ def _components(s: Mapping[str, Any]) -> str:
         + table(["component", "normalised effect", "effect", "circuit score", "evidence"], rows, "components")
         + note
     )
+
+
+def _sites(sites: list[dict[str, Any]]) -> str:
+    rows = [[f"<code>{e(x.get('sweep'))}</code>", e(x.get("site")), num(x.get("normalised_effect"), ".0%"),
+             num(x.get("effect"), "+.3f")] for x in sites]  # fmt: skip
+    return table(["sweep", "site", "normalised effect", "effect"], rows, "sites")
 
 
 def _circuit(c: Mapping[str, Any] | None) -> str:

@@ -3,7 +3,9 @@ features (the feature circuit), explain and validate them.
 
 * ``dictionaries``: a TopK SAE on ``blocks.L.hook_resid_pre`` for each layer (given, or the
   ones whose heads carry most of the behaviour), trained on ``corpus.n_tokens`` corpus tokens
-  and evaluated on the contexts after them, or loaded (copied into the run) from ``load``.
+  and evaluated on the contexts after them, or loaded (copied into the run) from ``load`` and
+  evaluated there too: on the contexts after its training ones when ``load`` is another run's
+  ``dictionaries/``, else on the corpus's first contexts (``held_out: false``).
 * ``features``: statistics of every latent over corpus contexts after the training ones
   (Parquet tables), then the **feature circuit** (node level; Marks et al. 2024): at the
   dictionary's hook the clean run is rewritten as ``x = decode(f) + err``, and the metric's
@@ -90,13 +92,12 @@ def dictionaries_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
     for i, layer in enumerate(layers):
         hook, name = f"blocks.{layer}.hook_resid_pre", f"L{layer}"
         ctx.progress(i, len(layers), f"{'loading' if s['load'] else 'training'} a dictionary at {hook}")
-        if s["load"]:
-            src = _find_dictionary(Path(s["load"]), hook)
-            shutil.copytree(src, ctx.out_dir / name / "topk")
-            out.append({"name": name, "hook": hook, "source": "loaded", "loaded_from": str(src),
-                        "dictionary": f"{ctx.name}/{name}/topk", "train_contexts": 0})  # fmt: skip
-            continue
         stream = TokenStream(open_documents(corpus.source), model, ctx_len=corpus.ctx_len, bos="bos")
+        if s["load"]:
+            out.append(
+                _load_and_evaluate(ctx, model, hook, name, Path(s["load"]), stream, s["eval_contexts"])
+            )
+            continue
         cfg = SAEStageConfig(layer=layer, expansion=s["expansion"], k=s["k"], train_tokens=corpus.n_tokens,
                              batch_size=s["batch_size"], lr=s["lr"], ctx_len=corpus.ctx_len,
                              eval_contexts=s["eval_contexts"], seed=session.config.seed)  # fmt: skip
@@ -107,6 +108,44 @@ def dictionaries_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
     atomic_write_json(ctx.out_dir / "dictionaries.json", {"dictionaries": out})
     ctx.progress(len(layers), len(layers), "done")
     return {"layers": layers, "dictionaries": out}
+
+
+def _load_and_evaluate(
+    ctx: StageContext, model: HookedModel, hook: str, name: str, root: Path, stream: TokenStream, n_eval: int
+) -> dict[str, Any]:
+    """Copy the dictionary for ``hook`` found under ``root`` into the run and evaluate it on the
+    corpus's first ``n_eval`` contexts after a gap (its training data is unknown here)."""
+    from ..dictionary.evaluate import evaluate_dictionary, plot_density
+
+    src = _find_dictionary(root, hook)
+    shutil.copytree(src, ctx.out_dir / name / "topk")
+    d = load_dictionary(ctx.out_dir / name / "topk").to(model.device)
+    trained_on = _trained_contexts(root, hook)
+    start = 0 if trained_on is None else trained_on + 1
+    ctx.progress(0, 1, f"evaluating the loaded dictionary at {hook} on {n_eval} contexts from context {start}")
+    tokens = stream.take(n_eval, start=start)
+    ev = evaluate_dictionary(model, d, tokens, batch_size=4, exclude_bos=True)
+    plot_density(
+        ev, ctx.out_dir / name / "density.png", title=f"Feature density, loaded dictionary at {hook}"
+    )
+    return {"name": name, "hook": hook, "source": "loaded", "loaded_from": str(src), "d_sae": d.config.d_sae,
+            "k": getattr(d.config, "k", None), "dictionary": f"{ctx.name}/{name}/topk", "train_contexts": 0,
+            "eval_start": start, "held_out": trained_on is not None, "eval_tokens": int(tokens.numel()),
+            "metrics": ev.as_dict(),
+            "density_png": f"{ctx.name}/{name}/density.png"}  # fmt: skip
+
+
+def _trained_contexts(root: Path, hook: str) -> int | None:
+    """How many corpus contexts the dictionary for ``hook`` under ``root`` was trained on, when
+    ``root`` is another run's ``dictionaries/`` (its ``dictionaries.json`` says); else None."""
+    try:
+        entries = json.loads((root / "dictionaries.json").read_text())["dictionaries"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    for entry in entries:
+        if entry.get("hook") == hook and entry.get("source") == "trained":
+            return int(entry["train_contexts"])
+    return None
 
 
 def load_stage_dictionaries(run_dir: Path, summary: dict[str, Any], device: Any) -> dict[str, Any]:
@@ -201,7 +240,10 @@ def features_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
         dictionary, name = dicts[d["name"]], d["name"]
         ctx.progress(i, len(dicts), f"{name}: statistics over {s['n_contexts']} contexts")
         # after the training and evaluation contexts of the dictionary (sae_stage.train_and_evaluate)
-        start = int(d.get("train_contexts", 0)) + session.settings("dictionaries")["eval_contexts"] + 1
+        start = (
+            int(d.get("eval_start", d.get("train_contexts", 0) + 1))
+            + session.settings("dictionaries")["eval_contexts"]
+        )
         fcfg = FeaturesJobConfig(corpus=corpus.source, n_contexts=s["n_contexts"], ctx_len=corpus.ctx_len,
                                  start=start, stats=StatsConfig(skip_first=1), dashboards=0)  # fmt: skip
         _, stats = run_features(fcfg, lambda _m: None, model, dictionary, out=ctx.out_dir / name)

@@ -85,6 +85,18 @@ def _components(loc: dict[str, Any] | None, circ: dict[str, Any] | None) -> list
     return out
 
 
+def _sites(loc: dict[str, Any] | None, k: int = 5) -> list[dict[str, Any]]:
+    """The top sites of each exact sweep other than the heads (e.g. residual stream x position)."""
+    out = []
+    for r in (loc or {}).get("sweeps", []):
+        if r["method"] != "activation_patching" or r["sweep"] == "heads":
+            continue
+        src = r["dir"] + "/values.safetensors"
+        out += [{"sweep": r["sweep"], "site": row["site"], "normalised_effect": measured(row["normalised"], src),
+                 "effect": measured(row["effect"], src)} for row in r["top"][:k]]  # fmt: skip
+    return out
+
+
 def _circuit(c: dict[str, Any]) -> dict[str, Any]:
     src, curve = c["summary"], c["curve"]
     check = c.get("top_check") or {}
@@ -146,6 +158,7 @@ def build_summary(run_dir: Path, config: dict[str, Any], env: dict[str, Any]) ->
         "components": _components(loc, circ),
         "attribution_vs_exact": measured((loc or {}).get("atp_vs_exact", {}).get("correlation"), "localise/localise.json"),
         "localisation": [{k: r[k] for k in ("name", "title", "png", "html")} for r in (loc or {}).get("sweeps", [])],
+        "sites": _sites(loc),
         "circuit": _circuit(circ) if circ else None,
         "dictionaries": _dictionaries(dicts) if dicts else [],
         "features": _features(feats, expl) if feats else [],
@@ -175,6 +188,10 @@ def headline(s: dict[str, Any]) -> list[str]:
     if heads:
         lines.append("top heads (share of the behaviour each restores alone): "
                      + ", ".join(f"{c['component']} {_v(c['normalised_effect'], '{:.0%}')}" for c in heads[:5]))  # fmt: skip
+    sites = s.get("sites", [])
+    if sites:
+        lines.append(f"top {sites[0]['sweep']} sites (share restored alone): "
+                     + ", ".join(f"{x['site']} {_v(x['normalised_effect'], '{:.0%}')}" for x in sites[:3]))  # fmt: skip
     if s.get("attribution_vs_exact"):
         lines.append(
             f"attribution patching vs exact patching of the heads: r = {_v(s['attribution_vs_exact'], '{:.2f}')}"
