@@ -19,7 +19,7 @@ from mechscope.cli import main
 from mechscope.investigate import ConfigError, read_stage_json
 from mechscope.investigate.run import investigate, read_config
 from mechscope.investigate.session import Session
-from mechscope.investigate.stages_features import feature_attribution
+from mechscope.investigate.stages_features import edit_mask, feature_attribution
 from mechscope.tasks import make_metric
 
 STAGES = ["evaluate", "localise", "circuit", "dictionaries", "features", "explain", "checks", "report"]
@@ -46,6 +46,9 @@ def test_tiny_run_is_complete_and_every_number_has_its_file(tiny_run):
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert summary == json.loads((tiny_run / "report" / "summary.json").read_text())
     assert 5 <= len(summary["headline"]) <= 10
+    assert len(summary["headline_sources"]) == len(summary["headline"])
+    for line, line_sources in zip(summary["headline"], summary["headline_sources"], strict=True):
+        assert line_sources and all((tiny_run / src).exists() for src in line_sources), line
     sources = _sources(summary)
     assert len(sources) > 30
     missing = sorted({s for s in sources if not (tiny_run / s).exists()})
@@ -94,7 +97,9 @@ def test_feature_attributions_add_up_to_the_hook_gradient(tiny_run):
     with torch.enable_grad(), model.hooks([(hook, keep)]):
         per = m(model(data.clean, logits_to_keep=1)[:, -1], data)
         (g,) = torch.autograd.grad(per.sum(), [store["x"]])
-    dense = float(((cc[hook] - store["x"].detach()) * g).sum() / data.n)
+    keep_pos = edit_mask(model, data.clean)[..., None]  # BOS left out, as the stage does
+    assert keep_pos.sum() < data.clean.attention_mask.sum()  # the tiny task starts with BOS
+    dense = float(((cc[hook] - store["x"].detach()) * g * keep_pos).sum() / data.n)
     total = float(attr["attr_patch"].sum() + attr["error_patch"][0])
     assert total == pytest.approx(dense, rel=1e-4, abs=1e-5)
     assert abs(dense) > 0.1  # the hook matters, so the identity is not 0 = 0
@@ -354,3 +359,27 @@ def test_the_packaged_configs_are_valid():
         config = read_config(CONFIGS / f"{name}.toml")
         assert config.model.name == "smollm2-135m"
     assert read_config(CONFIGS / "full-gpu.toml").model.device == "cuda"
+
+
+def test_a_memory_budget_under_the_peak_is_reported(tiny_inputs, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(tiny_inputs.parent, work)
+    text = (
+        (work / "tiny.toml").read_text().replace("seed = 0\n", "seed = 0\n[budgets]\nmemory_gb = 0.01\n", 1)
+    )
+    (work / "tiny.toml").write_text(text)
+    notes: list[str] = []
+    investigate(read_config(work / "tiny.toml"), work / "run", progress=lambda *a: None, say=notes.append)
+    warned = [n for n in notes if n.startswith("warning: stage")]
+    assert len(warned) == 8 and "over budgets.memory_gb = 0.01" in warned[0]
+    assert "memory_warning" in read_stage_json(work / "run" / "report")["summary"]
+
+
+def test_mechscope_serve_finds_the_runs_artifacts(tiny_run):
+    from mechscope.server.artifacts import Registry
+
+    found = {a.id: a.kind for a in Registry([tiny_run]).discover()}
+    assert {i for i, k in found.items() if k == "patch_result"} >= {"localise/heads", "localise/resid_pre"}
+    assert found.get("circuit/circuit") == "circuit"
+    assert any(i == "features/L0" for i in found)
+    assert all(a.error is None for a in Registry([tiny_run]).discover())

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _report_parts as parts
-from ._report_parts import e, not_run, num, section, table
+from ._report_parts import e, not_run, num, safe_href, section, table
 
 __all__ = ["SECTIONS", "render_report"]
 
@@ -86,7 +86,14 @@ def render_report(run_dir: Path, summary: dict[str, Any], *, config_toml: str, t
 
 
 def _summary(s: Mapping[str, Any]) -> str:
-    lines = "".join(f"<li>{e(line)}</li>" for line in s.get("headline") or [])
+    sources = s.get("headline_sources") or []
+    lines = "".join(
+        f"<li>{e(line)} " + " ".join(
+            f'<a class="src" href="{e(h)}" title="from {e(src)}">[{k + 1}]</a>'
+            for k, src in enumerate(sources[i] if i < len(sources) else []) if (h := safe_href(src)))
+        + "</li>"
+        for i, line in enumerate(s.get("headline") or [])
+    )  # fmt: skip
     return "\n".join([
         '<p class="muted">Each number below links to the file it was read from (hover it for the path).</p>',
         f'<ul class="headline">{lines}</ul>' if lines else "",
@@ -95,7 +102,7 @@ def _summary(s: Mapping[str, Any]) -> str:
         *(["<h3>Top sites</h3>", _sites(s.get("sites") or [])] if s.get("sites") else []),
         "<h3>Circuit</h3>", _circuit(s.get("circuit")),
         "<h3>Dictionaries</h3>", _dictionaries(s.get("dictionaries") or []),
-        "<h3>Features</h3>", _features(s.get("features") or []),
+        "<h3>Features</h3>", _features(s.get("features") or []), _feature_checks(s.get("feature_checks") or []),
         "<h3>Causal checks</h3>", _checks(s.get("checks") or [], s.get("check_counts")),
     ])  # fmt: skip
 
@@ -182,6 +189,16 @@ def _features(feats: list[dict[str, Any]]) -> str:
                      parts.verdict(f.get("verdict")) if f.get("verdict") else "", scores])  # fmt: skip
     head = ["dictionary/feature", "attribution", "exact effect", "explanation", "verdict", "scores"]
     return table(head, rows, "features")
+
+
+def _feature_checks(checks: list[dict[str, Any]]) -> str:
+    if not checks:
+        return ""
+    rows = [[e(c.get("dictionary")), e(c.get("n")), num(c.get("sign_agreement"), ".0%"), num(c.get("pearson"), ".2f")]
+            for c in checks]  # fmt: skip
+    return "<p>Attributions of the top features against exact feature patching:</p>\n" + table(
+        ["dictionary", "features checked", "signs agree", "Pearson r"], rows, "feature-checks"
+    )
 
 
 def _checks(checks: list[dict[str, Any]], counts: Mapping[str, Any] | None) -> str:

@@ -130,9 +130,35 @@ def _seeded(fn: StageFn, session: Session, start: float) -> Callable[[StageConte
                 "rerun the same command (with a larger budget) to resume"
             )
         torch.manual_seed(session.config.seed)
-        return fn(ctx, session)
+        summary = fn(ctx, session)
+        peak_gb = _peak_memory_gb()
+        limit = session.config.budgets.memory_gb
+        if limit is not None and peak_gb > limit:
+            warning = (
+                f"stage {ctx.name!r}: peak memory {peak_gb:.2f} GB is over budgets.memory_gb = {limit:g}"
+            )
+            session.say(f"warning: {warning}")
+            summary = {**summary, "memory_warning": warning}
+        return summary
 
     return run
+
+
+def _peak_memory_gb() -> float:
+    """The process's peak resident memory, or the accelerator's peak allocation when larger, in GB."""
+    import resource
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (
+        1024**2 if sys.platform != "darwin" else 1024**3
+    )
+    gpu = (
+        torch.cuda.max_memory_allocated() / 1024**3
+        if torch.cuda.is_available() and torch.cuda.is_initialized()
+        else 0.0
+    )
+    return max(rss, gpu)
 
 
 def investigate(

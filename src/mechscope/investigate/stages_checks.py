@@ -7,8 +7,8 @@ predicted and the measured number side by side.
    It passes when both sides agree in sign and the joint patch restores at least half of
    what the sum predicts (heads that matter alone should matter together).
 2. **Feature ablation** (per kept feature): zero the feature at every position of the clean
-   prompts. Prediction: its zero-ablation attribution (``features``). Measured: the exact
-   metric change.
+   prompts (BOS excepted, as everywhere here). Prediction: its zero-ablation attribution
+   (``features``). Measured: the exact metric change.
 3. **Feature steering** (per kept feature): add ``steer_scale`` × its largest corpus
    activation along its decoder direction at every position of the corrupted prompts.
    Prediction: the first-order change, the metric's gradient on the corrupted run dotted
@@ -37,7 +37,7 @@ from ..models import HookedModel
 from ..tasks import PreparedTask, make_metric
 from .runner import StageContext
 from .session import Session
-from .stages_features import feature_edit, load_stage_dictionaries
+from .stages_features import edit_mask, feature_edit, load_stage_dictionaries
 
 __all__ = ["checks_stage"]
 
@@ -88,7 +88,7 @@ def _corrupted_grad(model: HookedModel, hook: str, data: PreparedTask, metric: s
     with torch.enable_grad(), model.hooks([(hook, keep)]):
         logits = model(data.corrupted, logits_to_keep=1)
         (g,) = torch.autograd.grad(m(logits[:, -1], data).sum(), [store["x"]])
-    return g * data.corrupted.attention_mask.to(g.device)[..., None]
+    return g * edit_mask(model, data.corrupted).to(g.device)[..., None]
 
 
 def feature_checks(model: HookedModel, dictionary: Any, data: PreparedTask, metric: str, rows: list[dict[str, Any]],
@@ -103,7 +103,7 @@ def feature_checks(model: HookedModel, dictionary: Any, data: PreparedTask, metr
     with torch.no_grad():
         x = cache[hook]
         f = dictionary.encode(x.reshape(-1, x.shape[-1]).to(dictionary.W_dec.dtype)).view(*x.shape[:-1], -1)
-    real = data.clean.attention_mask.to(x.device)[..., None].float()
+    real = edit_mask(model, data.clean).to(x.device)[..., None]
     out = []
     for r in rows:
         i = r["feature"]
@@ -115,7 +115,7 @@ def feature_checks(model: HookedModel, dictionary: Any, data: PreparedTask, metr
                     "measured": measured, "verdict": _verdict(r["zero_attribution"], measured, span)})  # fmt: skip
         vec = scale * r["max_activation"] * w.float()  # [d]
         predicted = float((grad.float() @ vec.to(grad.device)).sum(1).mean())
-        steer = vec.to(x.device) * data.corrupted.attention_mask.to(x.device)[..., None].float()
+        steer = vec.to(x.device) * edit_mask(model, data.corrupted).to(x.device)[..., None]
         measured = feature_edit(model, dictionary, data.corrupted, data, metric, steer) - corrupt_base
         out.append({"kind": "steering", "name": f"steer feature {i} (+{scale:g} x max)", "feature": i,
                     "prediction": "first-order change (gradient . steering vector)", "predicted": predicted,

@@ -11,7 +11,8 @@ features (the feature circuit), explain and validate them.
   dictionary's hook the clean run is rewritten as ``x = decode(f) + err``, and the metric's
   gradient gives each latent's attribution, the linear estimate of the metric change when its
   activations at every position are patched to their corrupted values,
-  ``attr_i = mean_n Σ_pos (f_i(corrupt) − f_i(clean)) ∂m/∂f_i``, the error term's the same way,
+  ``attr_i = mean_n Σ_pos (f_i(corrupt) − f_i(clean)) ∂m/∂f_i`` (every real position but BOS,
+  :func:`edit_mask`), the error term's the same way,
   and the zero-ablation estimate ``−mean_n Σ_pos f_i(clean) ∂m/∂f_i``. The ``n_features``
   largest |attr| are kept; the top ``check_top`` are patched exactly, one forward each.
 * ``explain``: each kept feature explained from its top examples, scored (detection,
@@ -122,7 +123,9 @@ def _load_and_evaluate(
     d = load_dictionary(ctx.out_dir / name / "topk").to(model.device)
     trained_on = _trained_contexts(root, hook)
     start = 0 if trained_on is None else trained_on + 1
-    ctx.progress(0, 1, f"evaluating the loaded dictionary at {hook} on {n_eval} contexts from context {start}")
+    ctx.progress(
+        0, 1, f"evaluating the loaded dictionary at {hook} on {n_eval} contexts from context {start}"
+    )
     tokens = stream.take(n_eval, start=start)
     ev = evaluate_dictionary(model, d, tokens, batch_size=4, exclude_bos=True)
     plot_density(
@@ -182,7 +185,7 @@ def feature_attribution(
         logits = model(data.clean, logits_to_keep=1)
         per_example = m(logits[:, -1], data)  # [n]
         g_f, g_err = torch.autograd.grad(per_example.sum(), [leaves["f"], leaves["err"]])
-    real = data.clean.attention_mask.to(g_f.device)[..., None].float()  # [n pos 1]
+    real = edit_mask(model, data.clean).to(g_f.device)[..., None]  # [n pos 1]
     f_clean = leaves["f"].detach()
     n = data.n
     return {
@@ -196,6 +199,16 @@ def feature_attribution(
         "act_corrupted": (f_corr * real).sum((0, 1)).float().cpu() / real.sum().cpu(),
         "clean_metric": per_example.detach().float().mean().cpu().reshape(1),
     }
+
+
+def edit_mask(model: HookedModel, batch: Any) -> Tensor:
+    """``[n pos]`` float: the positions the stages edit and sum over, i.e. real tokens other than
+    BOS (an attention sink whose residual is an outlier; the dictionaries never train on it)."""
+    mask = batch.attention_mask.bool()
+    bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
+    if bos is not None:
+        mask = mask & (batch.tokens != bos)
+    return mask.float()
 
 
 def feature_edit(model: HookedModel, dictionary: Any, inputs: Any, data: PreparedTask, metric: str,
@@ -220,7 +233,7 @@ def _exact_patch(model: HookedModel, dictionary: Any, data: PreparedTask, metric
         diff = (
             _encode(dictionary, cc[hook])[..., feature] - _encode(dictionary, ca[hook])[..., feature]
         )  # [n pos]
-        real = data.clean.attention_mask.to(diff.device).float()
+        real = edit_mask(model, data.clean).to(diff.device)
         delta = (diff * real)[..., None] * dictionary.W_dec[feature]  # [n pos d]
     base = feature_edit(model, dictionary, data.clean, data, metric, torch.zeros(()))
     return feature_edit(model, dictionary, data.clean, data, metric, delta) - base

@@ -9,9 +9,11 @@ its file and no claim appears without one. Sections:
   (the fraction of the clean-corrupted gap each restores alone), and the circuit's nodes;
 * ``circuit``: size, faithfulness at each size, CPR/CMD, the exact check of its top edges;
 * ``dictionaries`` and ``features``: dictionary quality; per kept feature its attribution,
-  exact effect, explanation, scores and validation verdict;
+  exact effect, explanation, scores and validation verdict; ``feature_checks``: how well the
+  attributions of the top features agree with exact feature patching;
 * ``checks``: predicted and measured number of each causal check, and its verdict;
-* ``headline``: ten lines of text for the terminal, built from the numbers above.
+* ``headline``: ten lines of text for the terminal, built from the numbers above, and
+  ``headline_sources``: for each line, the sources of its numbers.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from .._version import __version__
 
-__all__ = ["KIND", "SCHEMA_VERSION", "build_summary", "headline", "measured"]
+__all__ = ["KIND", "SCHEMA_VERSION", "build_summary", "headline", "headline_lines", "measured"]
 
 KIND = "mechscope.investigate.summary"
 SCHEMA_VERSION = 1
@@ -162,6 +164,10 @@ def build_summary(run_dir: Path, config: dict[str, Any], env: dict[str, Any]) ->
         "circuit": _circuit(circ) if circ else None,
         "dictionaries": _dictionaries(dicts) if dicts else [],
         "features": _features(feats, expl) if feats else [],
+        "feature_checks": [{"dictionary": d["name"], "n": d["check"].get("n"),
+                            "pearson": measured(d["check"].get("pearson"), "features/features.json"),
+                            "sign_agreement": measured(d["check"].get("sign_agreement"), "features/features.json")}
+                           for d in (feats or {}).get("dictionaries", []) if d.get("check")],
         "checks": [{**{k: c[k] for k in ("kind", "name", "prediction", "verdict")},
                     "predicted": measured(c["predicted"], "checks/checks.json"),
                     "measured": measured(c["measured"], "checks/checks.json")} for c in (checks or {}).get("checks", [])],
@@ -169,53 +175,73 @@ def build_summary(run_dir: Path, config: dict[str, Any], env: dict[str, Any]) ->
         "steering_examples": (checks or {}).get("steering_examples", []),
         "environment": env,
     }  # fmt: skip
-    summary["headline"] = headline(summary)
+    lines = headline_lines(summary)
+    summary["headline"] = [text for text, _ in lines]
+    summary["headline_sources"] = [sources for _, sources in lines]
     return summary
-
-
-def _v(m: dict[str, Any] | None, fmt: str = "{:.3g}") -> str:
-    return "n/a" if m is None or m.get("value") is None else fmt.format(m["value"])
 
 
 def headline(s: dict[str, Any]) -> list[str]:
     """At most ten lines of text: the findings, each number as measured."""
-    lines = []
+    return [text for text, _ in headline_lines(s)]
+
+
+def headline_lines(s: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The headline's lines, each with the sources of the numbers in it (in order, distinct)."""
+    lines: list[tuple[str, list[str]]] = []
+    used: list[str] = []
+
+    def _v(m: dict[str, Any] | None, fmt: str = "{:.3g}") -> str:
+        if m is None or m.get("value") is None:
+            return "n/a"
+        if m["source"] not in used:
+            used.append(m["source"])
+        return fmt.format(m["value"])
+
+    def add(text: str) -> None:
+        lines.append((text, list(used)))
+        used.clear()
+
     b = s.get("behaviour")
     if b:
-        lines.append(f"{s['model']} on {b['task']} (n={b['n']}): accuracy {_v(b['clean_accuracy'], '{:.0%}')} clean / "
+        add(f"{s['model']} on {b['task']} (n={b['n']}): accuracy {_v(b['clean_accuracy'], '{:.0%}')} clean / "
                      f"{_v(b['corrupted_accuracy'], '{:.0%}')} corrupted; {b['metric']} {_v(b['clean_metric'])} / {_v(b['corrupted_metric'])}")  # fmt: skip
     heads = [c for c in s["components"] if c.get("normalised_effect")]
     if heads:
-        lines.append("top heads (share of the behaviour each restores alone): "
+        add("top heads (share of the behaviour each restores alone): "
                      + ", ".join(f"{c['component']} {_v(c['normalised_effect'], '{:.0%}')}" for c in heads[:5]))  # fmt: skip
     sites = s.get("sites", [])
     if sites:
-        lines.append(f"top {sites[0]['sweep']} sites (share restored alone): "
+        add(f"top {sites[0]['sweep']} sites (share restored alone): "
                      + ", ".join(f"{x['site']} {_v(x['normalised_effect'], '{:.0%}')}" for x in sites[:3]))  # fmt: skip
     if s.get("attribution_vs_exact"):
-        lines.append(
+        add(
             f"attribution patching vs exact patching of the heads: r = {_v(s['attribution_vs_exact'], '{:.2f}')}"
         )
     c = s.get("circuit")
     if c:
-        lines.append(f"circuit ({c['method']}): {_v(c['circuit_edges'], '{}')} of {c['n_edges']} edges kept; "
+        add(f"circuit ({c['method']}): {_v(c['circuit_edges'], '{}')} of {c['n_edges']} edges kept; "
                      f"CPR {_v(c['cpr'], '{:.2f}')}, CMD {_v(c['cmd'], '{:.2f}')}")  # fmt: skip
         if c.get("exact_check"):
             e = c["exact_check"]
-            lines.append(f"top {e['n']} edges vs exact edge patching: r = {_v(e['pearson'], '{:.2f}')}, "
+            add(f"top {e['n']} edges vs exact edge patching: r = {_v(e['pearson'], '{:.2f}')}, "
                          f"signs agree {_v(e['sign_agreement'], '{:.0%}')}")  # fmt: skip
     for d in s.get("dictionaries", [])[:2]:
-        lines.append(f"dictionary {d['name']} ({d['source']}, {d['hook']}): FVU {_v(d['fvu'], '{:.3f}')}, "
+        add(f"dictionary {d['name']} ({d['source']}, {d['hook']}): FVU {_v(d['fvu'], '{:.3f}')}, "
                      f"L0 {_v(d['l0'], '{:.1f}')}, CE recovered {_v(d['ce_recovered_zero'], '{:.0%}')}")  # fmt: skip
     feats = s.get("features", [])
     if feats:
         top = feats[:3]
-        lines.append("features: " + "; ".join(
+        add("features: " + "; ".join(
             f"{f['dictionary']}/{f['feature']} attr {_v(f['attribution'], '{:+.3g}')}"
             + (f" ({(f['explanation'] or '')[:40]!r}, {f['verdict']})" if f.get("explanation") else "") for f in top))  # fmt: skip
+    for fc in s.get("feature_checks", [])[:2]:
+        add(f"feature attributions vs exact feature patching ({fc['dictionary']}, top {fc['n']}): "
+            f"signs agree {_v(fc['sign_agreement'], '{:.0%}')}, r = {_v(fc['pearson'], '{:.2f}')}")  # fmt: skip
     counts = s.get("check_counts")
     if counts:
-        lines.append(
+        add(
             f"checks: {counts['passed']} passed, {counts['failed']} failed, {counts['inconclusive']} inconclusive"
         )
+        lines[-1] = (lines[-1][0], ["checks/checks.json"])
     return lines[:10]
