@@ -305,7 +305,7 @@ def features_section(run_dir: Path, summary: Mapping[str, Any]) -> str:
     checks = []
     for d in stage.get("dictionaries", []):
         c, src = d.get("check") or {}, "features/features.json"
-        checks.append(f"<li>{e(d.get('name'))}: attribution against exact ablation of its top {e(c.get('n'))} "
+        checks.append(f"<li>{e(d.get('name'))}: attribution against exact patching (to the corrupted activations) of its top {e(c.get('n'))} "
                       f"features r = {link(c.get('pearson'), src, '.2f')}, signs agree "
                       f"{link(c.get('sign_agreement'), src, '.0%')}; error term {link(d.get('error_attribution'), src, '+.3g')}</li>")  # fmt: skip
     dashboards = [file_link(d.get("dashboards"), f"{d.get('name')} dashboards")
@@ -334,7 +334,7 @@ def _steering(examples: Sequence[Mapping[str, Any]]) -> str:
             [e(p), e(b), e(a)]
             for p, b, a in zip(x.get("prompts", []), x.get("before", []), x.get("after", []))
         ]
-        out.append(f"<h4>{e(x.get('dictionary'))}/{e(x.get('feature'))} steered by "
+        out.append(f"<h4>{e(x.get('dictionary'))}/{e(x.get('feature'))} clamped to "
                    f"{link(x.get('value'), 'checks/checks.json', '.3g')}</h4>\n"
                    + table(["prompt", "before", "after"], rows, "steering"))  # fmt: skip
     return "\n".join(out)
@@ -355,6 +355,6 @@ def checks_section(run_dir: Path, summary: Mapping[str, Any]) -> str:
     examples = summary.get("steering_examples") or []
     return "\n".join([
         table(["check", "kind", "target", "prediction", "predicted", "measured", "verdict"], rows, "checks"),
-        "<h3>Steering examples</h3>\n<p>Greedy continuations before and after adding the feature's "
-        "decoder direction.</p>\n" + _steering(examples) if examples else "",
+        "<h3>Steering examples</h3>\n<p>Greedy continuations before and after clamping the feature to "
+        "a multiple of its largest corpus activation at every position.</p>\n" + _steering(examples) if examples else "",
     ])  # fmt: skip

@@ -319,8 +319,16 @@ def _result_widget(run_dir: Path, r: dict[str, Any], uid: str) -> str:
         axes = meta["axes"]
     except (OSError, KeyError, ValueError):
         return ""  # the figure above still shows it
-    grid, rows, cols = fold_axes(values, [ax["labels"] for ax in axes], str(meta.get("metric", "")))
-    widget = heatmap(grid, rows, cols, title=str(r.get("title", "")), metric=str(meta.get("metric", "")))
+    metric = str(meta.get("metric", ""))
+    clean, corrupted = meta.get("clean"), meta.get("corrupted")
+    if meta.get("method") != "direct_logit_attribution" and isinstance(clean, float) and isinstance(corrupted, float) \
+            and clean != corrupted:  # fmt: skip
+        values, metric = (
+            (values - corrupted) / (clean - corrupted),
+            f"normalized {metric}",
+        )  # as the PNG beside it
+    grid, rows, cols = fold_axes(values, [ax["labels"] for ax in axes], metric)
+    widget = heatmap(grid, rows, cols, title=str(r.get("title", "")), metric=metric)
     return widget.fragment(bundle=False, uid=uid)
 
 

@@ -30,14 +30,27 @@ def fold_axes(
     return a.reshape(a.shape[0], -1), list(labels[0]), cols
 
 
-def patch_result(result: Any) -> Widget:
-    """A patching/attribution result as a heat map (axes beyond the second are folded into columns)."""
+def patch_result(result: Any, normalized: bool | None = None) -> Widget:
+    """A patching/attribution result as a heat map (axes beyond the second are folded into columns).
+
+    ``normalized`` (default: yes, except for direct logit attribution and when clean equals
+    corrupted) draws ``result.normalized()``, 0 at the corrupted run and 1 at the clean one, as
+    ``PatchResult.plot`` does; raw patched metric values all sit near one baseline, so a map of
+    them centred at 0 shows nothing.
+    """
     axes = list(result.axes)
-    grid, rows, cols = fold_axes(result.values, [a.labels for a in axes], result.metric)
+    if normalized is None:
+        normalized = (
+            getattr(result, "method", "") != "direct_logit_attribution"
+            and _finite(result.clean) and _finite(result.corrupted) and result.clean != result.corrupted
+        )  # fmt: skip
+    values = result.normalized() if normalized else result.values
+    metric = f"normalized {result.metric}" if normalized else str(result.metric)
+    grid, rows, cols = fold_axes(values, [a.labels for a in axes], metric)
     names = " × ".join(a.name for a in axes)
     note = f"clean {result.clean:.4g}, corrupted {result.corrupted:.4g}" if _finite(result.clean) else ""
-    title = f"{result.method} · {result.sweep} ({names}) · {result.metric}"
-    return heatmap(grid, rows, cols, title=title, metric=result.metric, note=note)
+    title = f"{result.method} · {result.sweep} ({names}) · {metric}"
+    return heatmap(grid, rows, cols, title=title, metric=metric, note=note)
 
 
 def _finite(x: Any) -> bool:

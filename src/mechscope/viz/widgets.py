@@ -89,7 +89,7 @@ class Widget:
         code = f"{inline_bundle()}\n;{call}" if bundle else call
         caption = (
             f'<div class="ms-caption" style="font: 600 13px system-ui, sans-serif; margin: 4px 0">{html.escape(self.title)}</div>'
-            if self.title
+            if self.title and "title" not in self.data  # heatmap and graph draw their own title
             else ""
         )
         return f'<div class="ms-widget">{caption}<div id="{uid}"></div><script type="module">{code}</script></div>'
