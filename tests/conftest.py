@@ -10,6 +10,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 import tiny
+from investigate_inputs import write_inputs
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -47,4 +48,23 @@ def windows(model) -> dict[int, int | None]:
         elif getattr(c, "use_sliding_window", True) is False:
             w = None
         out[i] = w
+    return out
+
+
+# ------------------------------------------------------------ investigate (tests/investigate)
+
+
+@pytest.fixture(scope="session")
+def tiny_inputs(tmp_path_factory) -> Path:
+    """The tiny investigation's config file (inputs beside it)."""
+    return write_inputs(tmp_path_factory.mktemp("investigate-inputs"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_inputs, tmp_path_factory) -> Path:
+    """A complete run of the tiny investigation (read-only: copy it before changing it)."""
+    from mechscope.investigate.run import investigate, read_config
+
+    out = tmp_path_factory.mktemp("investigate-run") / "run"
+    investigate(read_config(tiny_inputs), out, progress=lambda *a: None, say=lambda m: None)
     return out
