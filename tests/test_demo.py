@@ -382,8 +382,11 @@ def test_page_draws_the_results_with_the_component_bundle(demo_run):
     loc = json.loads((demo_run / "localisation.json").read_text())
     want = []
     for r in loc["results"]:
-        values = load_file(str((demo_run / r["png"]).parent / "values.safetensors"))["values"]
-        want.append(float(abs(values).max()))
+        d = (demo_run / r["png"]).parent
+        values = load_file(str(d / "values.safetensors"))["values"]
+        meta = json.loads((d / "meta.json").read_text())
+        normalised = (values - meta["corrupted"]) / (meta["clean"] - meta["corrupted"])  # as the PNG beside it
+        want.append(float(abs(normalised).max()))
     with serve(demo_run) as url, page() as pg:
         pg.goto(f"{url}/index.html")
         pg.wait_for_function(f"document.querySelectorAll('[data-component=heatmap]').length == {len(want)}")
