@@ -385,7 +385,9 @@ def test_page_draws_the_results_with_the_component_bundle(demo_run):
         d = (demo_run / r["png"]).parent
         values = load_file(str(d / "values.safetensors"))["values"]
         meta = json.loads((d / "meta.json").read_text())
-        normalised = (values - meta["corrupted"]) / (meta["clean"] - meta["corrupted"])  # as the PNG beside it
+        normalised = (values - meta["corrupted"]) / (
+            meta["clean"] - meta["corrupted"]
+        )  # as the PNG beside it
         want.append(float(abs(normalised).max()))
     with serve(demo_run) as url, page() as pg:
         pg.goto(f"{url}/index.html")
