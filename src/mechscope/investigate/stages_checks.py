@@ -134,7 +134,7 @@ def checks_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
     ctx.progress(0, 3, "heads patched together")
     if "localise" in ctx.upstream and s["top_heads"] > 0:
         loc = _summary(ctx.upstream["localise"])
-        if loc.get("top_heads"):
+        if loc.get("top_heads") and all(r.get("normalised") is not None for r in loc["top_heads"]):
             small = session.prepared(session.settings("localise")["n"])
             checks.append(heads_check(model, small, metric, loc["top_heads"], s["top_heads"]))
     if "features" in ctx.upstream:
