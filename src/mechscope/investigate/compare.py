@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactError
+from .summary import BEHAVIOUR_KEYS
 from .summary import KIND as SUMMARY_KIND
 
 __all__ = ["KIND", "SCHEMA_VERSION", "compare_runs", "format_comparison", "render_comparison"]
@@ -24,14 +25,6 @@ __all__ = ["KIND", "SCHEMA_VERSION", "compare_runs", "format_comparison", "rende
 KIND = "mechscope.investigate.comparison"
 SCHEMA_VERSION = 1
 WIDTH = 100
-BEHAVIOUR_KEYS = (
-    "clean_accuracy",
-    "corrupted_accuracy",
-    "clean_top1",
-    "corrupted_top1",
-    "clean_metric",
-    "corrupted_metric",
-)
 CHECK_COUNTS = ("passed", "failed", "inconclusive")
 _MISSING = object()
 

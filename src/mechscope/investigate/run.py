@@ -31,7 +31,7 @@ from ..errors import MechscopeError
 from .config import InvestigationConfig, load_config, section_hash, to_toml
 from .progress import LiveProgress
 from .runner import RunReport, Stage, StageContext, run_stages
-from .session import Session, dependencies, enabled_stages, model_revision, preflight
+from .session import Session, dependencies, enabled_stages, preflight
 
 __all__ = ["BudgetExceeded", "Investigation", "environment", "investigate", "read_config"]
 
@@ -85,6 +85,8 @@ def environment(config: InvestigationConfig) -> dict[str, Any]:
 
     import torch
 
+    from ..models.zoo import builtin_revision
+
     def version(pkg: str) -> str | None:
         try:
             return importlib.metadata.version(pkg)
@@ -96,7 +98,7 @@ def environment(config: InvestigationConfig) -> dict[str, Any]:
         "mechscope": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
         "transformers": version("transformers"), "safetensors": version("safetensors"),
         "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "gpu": gpu,
-        "device": config.model.device, "seed": config.seed, "model_revision": model_revision(config.model.name),
+        "device": config.model.device, "seed": config.seed, "model_revision": builtin_revision(config.model.name),
     }  # fmt: skip
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from ..errors import MechscopeError
 from ..models import HookedModel, load_model
-from ..models.zoo import BUILTIN
 from ..tasks import PreparedTask, Task, prepare
 from ..tasks.metrics import METRICS
 from .config import STAGE_NAMES, ConfigError, InvestigationConfig
@@ -196,16 +195,3 @@ def _model_problems(config: InvestigationConfig, model: HookedModel) -> list[str
                     f"cannot be read; set enabled = false for {', '.join(CORPUS_STAGES)}"
                 )
     return problems
-
-
-def model_revision(name: str) -> str | None:
-    """For a built-in model, the package (and version) holding its weights; else None."""
-    import importlib.metadata
-
-    spec = BUILTIN.get(name)
-    if spec is None:
-        return None
-    try:
-        return f"{spec.package}=={importlib.metadata.version(spec.package)}"
-    except importlib.metadata.PackageNotFoundError:
-        return None

@@ -29,6 +29,10 @@ __all__ = ["KIND", "SCHEMA_VERSION", "build_summary", "headline", "headline_line
 KIND = "mechscope.investigate.summary"
 SCHEMA_VERSION = 1
 
+BEHAVIOUR_KEYS = ("clean_accuracy", "corrupted_accuracy", "clean_top1", "corrupted_top1", "clean_metric",
+                  "corrupted_metric")  # fmt: skip
+"""The measured behaviour numbers (``evaluate``), in the order they are shown."""
+
 
 def measured(value: Any, source: str) -> dict[str, Any] | None:
     """A number with the run-relative path of the artifact it came from (None stays None)."""
@@ -46,14 +50,7 @@ def _stage(run_dir: Path, name: str) -> dict[str, Any] | None:
 
 def _behaviour(ev: dict[str, Any]) -> dict[str, Any]:
     src = ev["eval"]
-    keys = (
-        "clean_accuracy",
-        "corrupted_accuracy",
-        "clean_top1",
-        "corrupted_top1",
-        "clean_metric",
-        "corrupted_metric",
-    )
+    keys = BEHAVIOUR_KEYS
     return {"task": ev["task"], "n": ev["n"], "metric": ev["metric"], "description": ev.get("description", ""),
             "prompts": ev["prompts"], **{k: measured(ev[k], src) for k in keys}}  # fmt: skip
 

@@ -104,3 +104,14 @@ def _gemma_gguf(workdir: Path) -> Path:
         raise ModelLoadError(
             f"could not reassemble the Gemma 3 GGUF: {e}; reinstall: {BUILTIN['gemma3-270m'].install}"
         ) from e
+
+
+def builtin_revision(name: str) -> str | None:
+    """For a built-in model, the package holding its weights with its version (``pkg==x.y``); else None."""
+    spec = BUILTIN.get(name)
+    if spec is None:
+        return None
+    try:
+        return f"{spec.package}=={importlib.metadata.version(spec.package)}"
+    except importlib.metadata.PackageNotFoundError:
+        return None

@@ -22,7 +22,6 @@ its prediction is exactly the model's output. Ranks count from 0 (0 = top-1).
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import os
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from .._version import __version__
 from ..errors import MechscopeError
 from ..interventions import logit_lens
 from ..models import DEFAULT_MODEL, HookedModel, load_model
-from ..models.zoo import BUILTIN
+from ..models.zoo import builtin_revision
 from ..report.demo_page import SCHEMA_VERSION, draw_lens_png, render_demo
 from .features_stage import FeaturesStageConfig
 from .sae_stage import SAEStageConfig
@@ -240,7 +239,7 @@ def _meta(config: DemoConfig, model: HookedModel) -> dict[str, Any]:
         "config": _jsonable(dataclasses.asdict(config)),
         "model": {
             "id": config.model,
-            "revision": _revision(config.model),
+            "revision": builtin_revision(config.model),
             "family": c.family,
             "n_layers": c.n_layers,
             "d_model": c.d_model,
@@ -250,17 +249,6 @@ def _meta(config: DemoConfig, model: HookedModel) -> dict[str, Any]:
         "device": str(model.device),
         "torch_version": torch.__version__,
     }
-
-
-def _revision(name: str) -> str | None:
-    """For a built-in model, the version of the package holding its weights; else ``None``."""
-    spec = BUILTIN.get(name)
-    if spec is None:
-        return None
-    try:
-        return f"{spec.package}=={importlib.metadata.version(spec.package)}"
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _jsonable(obj: Any) -> Any:
