@@ -102,7 +102,8 @@ def dictionaries_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
         cfg = SAEStageConfig(layer=layer, expansion=s["expansion"], k=s["k"], train_tokens=corpus.n_tokens,
                              batch_size=s["batch_size"], lr=s["lr"], ctx_len=corpus.ctx_len,
                              eval_contexts=s["eval_contexts"], seed=session.config.seed)  # fmt: skip
-        summary = train_and_evaluate(model, hook, stream, cfg, ctx.out_dir / name, _say(ctx, i, len(layers)))
+        say, on_step = _train_progress(ctx, i, len(layers), name, max(1, corpus.n_tokens // s["batch_size"]))
+        summary = train_and_evaluate(model, hook, stream, cfg, ctx.out_dir / name, say, on_step=on_step)
         summary = {**summary, "dictionary": f"{ctx.name}/{name}/{summary['dictionary']}",
                    "density_png": f"{ctx.name}/{name}/density.png"}  # fmt: skip
         out.append({"name": name, **summary, "source": "trained", "corpus": summary["source"]})
@@ -369,6 +370,19 @@ def _explainer(s: dict[str, Any]) -> tuple[Any, Any]:
     return LLMExplainer(cfg), LLMSimulator(cfg)
 
 
-def _say(ctx: StageContext, step: int, total: int) -> Callable[[str], None]:
-    """A one-argument progress callback at a fixed step."""
-    return lambda message: ctx.progress(step, total, message)
+def _train_progress(
+    ctx: StageContext, i: int, n: int, name: str, steps: int
+) -> tuple[Callable[[str], None], Callable[[int, int], None]]:
+    """Progress callbacks for training dictionary ``i`` of ``n``: notes at the latest step, and the
+    optimiser steps themselves (about 20 updates), on a scale of ``n * steps``."""
+    done = {"step": i * steps}
+
+    def say(message: str) -> None:
+        ctx.progress(done["step"], n * steps, message)
+
+    def on_step(step: int, total: int) -> None:
+        done["step"] = i * steps + step
+        if step % max(1, total // 20) == 0 or step == total:
+            ctx.progress(done["step"], n * steps, f"{name}: training step {step}/{total}")
+
+    return say, on_step

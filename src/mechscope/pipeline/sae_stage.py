@@ -72,12 +72,13 @@ def sae_stage(
 
 def train_and_evaluate(
     model: HookedModel, hook: str, stream: TokenStream, config: SAEStageConfig, out: Path,
-    say: Callable[[str], None],
+    say: Callable[[str], None], on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Train a TopK SAE at ``hook`` on ``stream``'s first contexts, evaluate it on the next ones.
 
     Writes ``out/`` (``topk/`` the dictionary, ``metrics.jsonl``, ``train.json``,
-    ``density.png``); returns the summary, with paths relative to ``out``.
+    ``density.png``); returns the summary, with paths relative to ``out``. ``on_step(step,
+    steps)`` is called after every optimiser step.
     """
     per_ctx = config.ctx_len - 1  # BOS rows are masked out
     train_ctx = math.ceil(config.train_tokens / per_ctx) + 1
@@ -99,7 +100,8 @@ def train_and_evaluate(
     )  # fmt: skip
     say(f"training a TopK SAE ({dcfg.d_sae} latents, k={config.k}) on {hook}: {config.train_tokens} tokens")
     t0 = time.perf_counter()
-    result = train(dcfg, source, tcfg, names=["topk"])
+    callbacks = [] if on_step is None else [lambda info: on_step(info.step, steps)]
+    result = train(dcfg, source, tcfg, names=["topk"], callbacks=callbacks)
     train_s = time.perf_counter() - t0
     d = result.dictionaries["topk"]
     # Short and streamed (not resumable bit-exactly), so the trainer's final checkpoint
