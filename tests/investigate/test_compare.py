@@ -132,7 +132,7 @@ def test_known_differences_are_found_exactly(tiny_run, tmp_path):
     frow = {r["feature"]: r["diff"] for r in hook["rows"]}
     assert frow.pop(e["feature"][1]) == pytest.approx(1.0) and set(frow.values()) <= {0}
     counts = {r["count"]: r["diff"] for r in cmp["checks"]["counts"]}
-    assert counts == {"passed": -1, "failed": 1, "inconclusive": 0}
+    assert counts == {"passed": -1, "weak": 0, "failed": 1, "inconclusive": 0}
     assert [r["name"] for r in cmp["checks"]["rows"] if not r["same"]] == [e["check"]]
     # config 2 + behaviour 1 + components 3 + edges 2 + features 1 + counts 2 + checks 1
     assert cmp["n_differences"] == 12

@@ -383,3 +383,13 @@ def test_mechscope_serve_finds_the_runs_artifacts(tiny_run):
     assert found.get("circuit/circuit") == "circuit"
     assert any(i == "features/L0" for i in found)
     assert all(a.error is None for a in Registry([tiny_run]).discover())
+
+
+def test_check_verdicts():
+    from mechscope.investigate.stages_checks import _verdict
+
+    span = 2.0
+    assert _verdict(0.01, 5.0, span) == "inconclusive"  # under 1 % of the gap: no sign to test
+    assert _verdict(-0.5, 0.2, span) == "failed"
+    assert _verdict(-0.5, -0.2, span) == "passed" and _verdict(-0.5, -1.4, span) == "passed"
+    assert _verdict(-0.5, -0.1, span) == "weak" and _verdict(0.3, 1.2, span) == "weak"  # right sign, size off > 3x

@@ -323,7 +323,7 @@ def features_section(run_dir: Path, summary: Mapping[str, Any]) -> str:
 
 
 def verdict(v: Any) -> str:
-    cls = str(v) if v in ("passed", "failed", "inconclusive") else "other"
+    cls = str(v) if v in ("passed", "weak", "failed", "inconclusive") else "other"
     return f'<span class="verdict verdict-{cls}">{e(v)}</span>'
 
 

@@ -25,7 +25,7 @@ __all__ = ["KIND", "SCHEMA_VERSION", "compare_runs", "format_comparison", "rende
 KIND = "mechscope.investigate.comparison"
 SCHEMA_VERSION = 1
 WIDTH = 100
-CHECK_COUNTS = ("passed", "failed", "inconclusive")
+CHECK_COUNTS = ("passed", "weak", "failed", "inconclusive")
 _MISSING = object()
 
 Row = list[tuple[str, str | None]]  # cells: (text, source path shown as a tooltip or None)

@@ -45,6 +45,7 @@ a.num:hover { color: #1f5fa8; }
 .verdict-passed { color: #1b7a35; background: #e6f4ea; }
 .verdict-failed { color: #b3261e; background: #fdecea; }
 .verdict-inconclusive { color: #8a5a00; background: #fff4d6; }
+.verdict-weak { color: #7a4b00; background: #fdf0e0; }
 ul.headline { background: #fff; border: 1px solid #e2e2e6; padding: 0.6rem 0.6rem 0.6rem 2rem; }
 .sweep, .graph { background: #fff; margin: 0.5rem 0; overflow-x: auto; }
 """
@@ -206,8 +207,9 @@ def _checks(checks: list[dict[str, Any]], counts: Mapping[str, Any] | None) -> s
         return not_run("checks")
     rows = [[e(c.get("name")), e(c.get("prediction")), num(c.get("predicted"), ".4g"),
              num(c.get("measured"), ".4g"), parts.verdict(c.get("verdict"))] for c in checks]  # fmt: skip
-    tally = (f"<p>{e(counts.get('passed', 0))} passed, {e(counts.get('failed', 0))} failed, "
-             f"{e(counts.get('inconclusive', 0))} inconclusive.</p>\n") if counts else ""  # fmt: skip
+    verdicts = ("passed", "weak", "failed", "inconclusive")
+    tally = ("<p>" + ", ".join(f"{e(counts.get(v, 0))} {v}" for v in verdicts)
+             + " (weak: the predicted sign, but not the predicted size).</p>\n") if counts else ""  # fmt: skip
     return tally + table(["check", "prediction", "predicted", "measured", "verdict"], rows, "checks")
 
 

@@ -5,7 +5,8 @@ predicted and the measured number side by side.
    patched together (clean into corrupted). Prediction: the sum of their single-head
    normalised effects (additivity). Measured: the normalised metric of the joint patch.
    It passes when both sides agree in sign and the joint patch restores at least half of
-   what the sum predicts (heads that matter alone should matter together).
+   what the sum predicts (heads that matter alone should matter together); ``weak`` when the
+   sign agrees but the joint effect is smaller than that.
 2. **Feature ablation** (per kept feature): zero the feature at every position of the clean
    prompts (BOS excepted, as everywhere here). Prediction: its zero-ablation attribution
    (``features``). Measured: the exact metric change.
@@ -14,9 +15,10 @@ predicted and the measured number side by side.
    Prediction: the first-order change, the metric's gradient on the corrupted run dotted
    with that vector. Measured: the exact change.
 
-   A feature check passes when prediction and measurement agree in sign; it is
-   ``inconclusive`` when the prediction is under 1 % of the clean-corrupted gap (too small to
-   have a sign worth testing).
+   A feature check passes when prediction and measurement agree in sign and lie within a factor
+   of 3 of each other; it is ``weak`` when only the sign agrees, ``failed`` when the signs
+   differ, and ``inconclusive`` when the prediction is under 1 % of the clean-corrupted gap (too
+   small to have a sign worth testing).
 4. **Steering example**: the top feature clamped to ``steer_scale`` × its largest activation on
    ``explain``'s neutral prompts; greedy generations before and after (shown, not scored).
 """
@@ -44,6 +46,13 @@ __all__ = ["checks_stage"]
 INCONCLUSIVE = 0.01
 """A prediction smaller than this fraction of |clean − corrupted| has no sign worth testing."""
 
+FACTOR = 3.0
+"""A measured change with the predicted sign is ``passed`` within this factor of the prediction,
+and ``weak`` (right sign, wrong size) outside it."""
+
+VERDICTS = ("passed", "weak", "failed", "inconclusive")
+"""Every verdict a check can have."""
+
 
 def _summary(path: Path) -> dict[str, Any]:
     return dict(json.loads((path / "stage.json").read_text())["summary"])
@@ -52,7 +61,9 @@ def _summary(path: Path) -> dict[str, Any]:
 def _verdict(predicted: float, measured: float, span: float) -> str:
     if abs(predicted) < INCONCLUSIVE * abs(span):
         return "inconclusive"
-    return "passed" if predicted * measured > 0 else "failed"
+    if predicted * measured <= 0:
+        return "failed"
+    return "passed" if 1 / FACTOR <= measured / predicted <= FACTOR else "weak"
 
 
 def heads_check(
@@ -70,10 +81,11 @@ def heads_check(
     clean, corrupted = float(run.clean.mean()), float(run.corrupted.mean())
     measured = (float(run.mean[0]) - corrupted) / (clean - corrupted)
     predicted = sum(float(r["normalised"]) for r in chosen)
-    ok = predicted * measured > 0 and abs(measured) >= 0.5 * abs(predicted)
+    sign = predicted * measured > 0
+    verdict = ("passed" if abs(measured) >= 0.5 * abs(predicted) else "weak") if sign else "failed"
     return {"kind": "heads", "name": "top heads patched together", "components": [r["component"] for r in chosen],
             "prediction": "sum of the single-head normalised effects", "predicted": predicted,
-            "measured": measured, "verdict": "passed" if ok else "failed"}  # fmt: skip
+            "measured": measured, "verdict": verdict}  # fmt: skip
 
 
 def _corrupted_grad(model: HookedModel, hook: str, data: PreparedTask, metric: str) -> Tensor:
@@ -157,11 +169,9 @@ def checks_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
                 ex = steering_example(model, dicts[d["name"]], top["feature"], s["steer_scale"] * top["max_activation"],
                                       prompts, s["max_new_tokens"])  # fmt: skip
                 examples.append({**ex, "dictionary": d["name"]})
-    counts = {v: sum(c["verdict"] == v for c in checks) for v in ("passed", "failed", "inconclusive")}
+    counts = {v: sum(c["verdict"] == v for c in checks) for v in VERDICTS}
     atomic_write_json(ctx.out_dir / "checks.json", {"checks": checks, "steering_examples": examples})
-    ctx.progress(
-        3, 3, f"{counts['passed']} passed, {counts['failed']} failed, {counts['inconclusive']} inconclusive"
-    )
+    ctx.progress(3, 3, ", ".join(f"{counts[v]} {v}" for v in VERDICTS))
     return {
         "checks": checks,
         "counts": counts,

@@ -238,7 +238,8 @@ def headline_lines(s: dict[str, Any]) -> list[tuple[str, list[str]]]:
     counts = s.get("check_counts")
     if counts:
         add(
-            f"checks: {counts['passed']} passed, {counts['failed']} failed, {counts['inconclusive']} inconclusive"
+            "checks: "
+            + ", ".join(f"{counts.get(v, 0)} {v}" for v in ("passed", "weak", "failed", "inconclusive"))
         )
         lines[-1] = (lines[-1][0], ["checks/checks.json"])
     return lines[:10]
