@@ -54,6 +54,8 @@ def test_tiny_run_is_complete_and_every_number_has_its_file(tiny_run):
     missing = sorted({s for s in sources if not (tiny_run / s).exists()})
     assert not missing, missing
     assert summary["components"] and summary["circuit"] and summary["features"] and summary["checks"]
+    leftovers = [p for p in tiny_run.rglob("*.json") if ".tmp-" in p.read_text()]
+    assert not leftovers, leftovers  # no file points into a temporary build directory
     assert summary["environment"]["seed"] == 0 and summary["environment"]["torch"] == torch.__version__
     loaded = read_config(tiny_run / "config.toml")  # the run keeps its validated config
     assert loaded.stages.features.settings["n_features"] == 3
@@ -392,4 +394,6 @@ def test_check_verdicts():
     assert _verdict(0.01, 5.0, span) == "inconclusive"  # under 1 % of the gap: no sign to test
     assert _verdict(-0.5, 0.2, span) == "failed"
     assert _verdict(-0.5, -0.2, span) == "passed" and _verdict(-0.5, -1.4, span) == "passed"
-    assert _verdict(-0.5, -0.1, span) == "weak" and _verdict(0.3, 1.2, span) == "weak"  # right sign, size off > 3x
+    assert (
+        _verdict(-0.5, -0.1, span) == "weak" and _verdict(0.3, 1.2, span) == "weak"
+    )  # right sign, size off > 3x

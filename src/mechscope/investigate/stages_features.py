@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import save
 from torch import Tensor
 
-from .._fs import atomic_write_bytes, atomic_write_json
+from .._fs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..data import TokenStream, open_documents
 from ..dictionary.io import load_dictionary
 from ..errors import MechscopeError
@@ -104,6 +104,7 @@ def dictionaries_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
                              eval_contexts=s["eval_contexts"], seed=session.config.seed)  # fmt: skip
         say, on_step = _train_progress(ctx, i, len(layers), name, max(1, corpus.n_tokens // s["batch_size"]))
         summary = train_and_evaluate(model, hook, stream, cfg, ctx.out_dir / name, say, on_step=on_step)
+        _final_paths(ctx, ctx.out_dir / name / "train.json")
         summary = {**summary, "dictionary": f"{ctx.name}/{name}/{summary['dictionary']}",
                    "density_png": f"{ctx.name}/{name}/density.png"}  # fmt: skip
         out.append({"name": name, **summary, "source": "trained", "corpus": summary["source"]})
@@ -386,3 +387,15 @@ def _train_progress(
             ctx.progress(done["step"], n * steps, f"{name}: training step {step}/{total}")
 
     return say, on_step
+
+
+def _final_paths(ctx: StageContext, path: Path) -> None:
+    """Point the paths the trainer recorded in ``path`` at the stage's final directory (the
+    temporary build directory is renamed when the stage completes)."""
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    final = ctx.run_dir / ctx.name
+    for tmp in {str(ctx.out_dir), str(ctx.out_dir.resolve())}:
+        text = text.replace(json.dumps(tmp)[1:-1], json.dumps(str(final))[1:-1])
+    atomic_write_text(path, text)
