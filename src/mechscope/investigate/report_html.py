@@ -104,6 +104,7 @@ def _summary(s: Mapping[str, Any]) -> str:
         "<h3>Circuit</h3>", _circuit(s.get("circuit")),
         "<h3>Dictionaries</h3>", _dictionaries(s.get("dictionaries") or []),
         "<h3>Features</h3>", _features(s.get("features") or []), _feature_checks(s.get("feature_checks") or []),
+        _feature_edges(s.get("feature_edges") or []),
         "<h3>Causal checks</h3>", _checks(s.get("checks") or [], s.get("check_counts")),
     ])  # fmt: skip
 
@@ -199,6 +200,15 @@ def _feature_checks(checks: list[dict[str, Any]]) -> str:
             for c in checks]  # fmt: skip
     return "<p>Attributions of the top features against exact feature patching:</p>\n" + table(
         ["dictionary", "features checked", "signs agree", "Pearson r"], rows, "feature-checks"
+    )
+
+
+def _feature_edges(edges: list[dict[str, Any]]) -> str:
+    if not edges:
+        return ""
+    rows = [[e(x.get("source")), e(x.get("target")), num(x.get("weight"), "+.3g")] for x in edges]
+    return "<p>Feature-circuit edges between the dictionaries (largest first):</p>\n" + table(
+        ["upstream feature", "downstream feature", "edge"], rows, "feature-edges"
     )
 
 

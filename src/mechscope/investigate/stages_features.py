@@ -15,12 +15,15 @@ features (the feature circuit), explain and validate them.
   :func:`edit_mask`), the error term's the same way,
   and the zero-ablation estimate ``−mean_n Σ_pos f_i(clean) ∂m/∂f_i``. The ``n_features``
   largest |attr| are kept; the top ``check_top`` are patched exactly, one forward each.
+  With several dictionaries, the edges between the kept features of consecutive ones
+  (``feature_edges.py``) go to ``features/edges.json``.
 * ``explain``: each kept feature explained from its top examples, scored (detection,
   fuzzing, simulation), validated on held-out contexts (report cards), with dashboards.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from collections.abc import Callable
@@ -282,9 +285,47 @@ def features_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
                     "fired": stats["fired"], "d_sae": stats["d_sae"], "features": rows,
                     "total_attribution": float(attr["attr_patch"].sum()), "error_attribution": float(attr["error_patch"][0]),
                     "check": _check(rows)})  # fmt: skip
-    atomic_write_json(ctx.out_dir / "features.json", {"dictionaries": out})
+    edges = _edges(ctx, model, dicts, out, data, metric)
+    atomic_write_json(ctx.out_dir / "features.json", {"dictionaries": out, "edges": edges})
     ctx.progress(len(dicts), len(dicts), "done")
-    return {"dictionaries": out}
+    return {"dictionaries": out, "edges": edges, "edges_file": f"{ctx.name}/edges.json" if edges else None}
+
+
+def _edges(ctx: StageContext, model: HookedModel, dicts: dict[str, Any], out: list[dict[str, Any]],
+           data: PreparedTask, metric: str) -> list[dict[str, Any]]:  # fmt: skip
+    """Feature-circuit edges between the kept features of consecutive dictionaries (``edges.json``);
+    returns them as rows ``{source, target, weight}``, largest |weight| first."""
+    from .feature_edges import feature_edges
+
+    rows: list[dict[str, Any]] = []
+    pairs = []
+    for up, down in itertools.pairwise(out):
+        ctx.progress(len(out), len(out), f"feature-circuit edges {up['name']} -> {down['name']}")
+        src, dst = [r["feature"] for r in up["features"]], [r["feature"] for r in down["features"]]
+        e = feature_edges(
+            model,
+            dicts[up["name"]],
+            dicts[down["name"]],
+            data,
+            metric,
+            src,
+            dst,
+            edit_mask(model, data.clean),
+        )
+        pairs.append({"upstream": up["name"], "downstream": down["name"], "sources": src, "targets": dst,
+                      "edges": e["edges"].tolist(), "error": e["error"].tolist(), "all_sources": e["all_sources"].tolist()})  # fmt: skip
+        for i, u in enumerate(src):
+            for j, d in enumerate(dst):
+                rows.append(
+                    {
+                        "source": f"{up['name']}/{u}",
+                        "target": f"{down['name']}/{d}",
+                        "weight": float(e["edges"][i, j]),
+                    }
+                )
+    if pairs:
+        atomic_write_json(ctx.out_dir / "edges.json", {"pairs": pairs})
+    return sorted(rows, key=lambda r: -abs(r["weight"]))
 
 
 def _check(rows: list[dict[str, Any]]) -> dict[str, Any]:

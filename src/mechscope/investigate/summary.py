@@ -10,7 +10,8 @@ its file and no claim appears without one. Sections:
 * ``circuit``: size, faithfulness at each size, CPR/CMD, the exact check of its top edges;
 * ``dictionaries`` and ``features``: dictionary quality; per kept feature its attribution,
   exact effect, explanation, scores and validation verdict; ``feature_checks``: how well the
-  attributions of the top features agree with exact feature patching;
+  attributions of the top features agree with exact feature patching; ``feature_edges``: with
+  several dictionaries, the largest edges between their kept features;
 * ``checks``: predicted and measured number of each causal check, and its verdict;
 * ``headline``: ten lines of text for the terminal, built from the numbers above, and
   ``headline_sources``: for each line, the sources of its numbers.
@@ -161,6 +162,8 @@ def build_summary(run_dir: Path, config: dict[str, Any], env: dict[str, Any]) ->
         "circuit": _circuit(circ) if circ else None,
         "dictionaries": _dictionaries(dicts) if dicts else [],
         "features": _features(feats, expl) if feats else [],
+        "feature_edges": [{"source": r["source"], "target": r["target"], "weight": measured(r["weight"], "features/edges.json")}
+                          for r in (feats or {}).get("edges", [])[:20]],
         "feature_checks": [{"dictionary": d["name"], "n": d["check"].get("n"),
                             "pearson": measured(d["check"].get("pearson"), "features/features.json"),
                             "sign_agreement": measured(d["check"].get("sign_agreement"), "features/features.json")}
