@@ -307,3 +307,12 @@ def test_stage_settings_are_checked_by_field(tmp_path):
         "(known: eap-ig, eap, exact, acdc)",
         f"stages.dictionaries.settings.load: no such file or directory: {str(tmp_path / 'missing-dir')!r}",
     ]
+
+
+def test_another_mechscope_release_changes_every_stage_hash(tmp_path, monkeypatch):
+    import mechscope.investigate.config as config_module
+
+    cfg = load(tmp_path, EXAMPLE)
+    before = {n: section_hash(cfg, n) for n in STAGE_NAMES}
+    monkeypatch.setattr(config_module, "__version__", "99.0.0")
+    assert all(section_hash(cfg, n) != before[n] for n in STAGE_NAMES)

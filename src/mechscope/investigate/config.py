@@ -596,6 +596,7 @@ def section_hash(config: InvestigationConfig, stage_name: str) -> str:
     stage = config.stages.get(stage_name)
     payload: dict[str, Any] = {
         "hash_version": HASH_VERSION,
+        "mechscope_version": __version__,  # another release may compute a stage differently
         "stage": stage_name,
         "settings": stage.settings,
         "seed": config.seed,
