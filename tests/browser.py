@@ -55,3 +55,27 @@ def page() -> Iterator[Any]:
             yield pg
         finally:
             browser.close()
+
+
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """``app`` on a real uvicorn server on 127.0.0.1 (a free port); yields the base URL, built
+    from the address the socket is actually bound to."""
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not server.started:
+            raise RuntimeError("uvicorn did not start within 20 s")
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

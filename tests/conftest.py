@@ -51,6 +51,22 @@ def windows(model) -> dict[int, int | None]:
     return out
 
 
+@pytest.fixture(scope="module")
+def backend(tiny_dirs):
+    """The server's model backend on the tiny Llama, with a random TopK dictionary at
+    ``blocks.1.hook_resid_post`` (one per test module: tests may change its state)."""
+    from mechscope.dictionary import DictionaryConfig
+    from mechscope.dictionary.registry import make_dictionary
+    from mechscope.pipeline.ui_backend import ModelBackend
+
+    b = ModelBackend(str(tiny_dirs["llama-gqa"]))
+    torch.manual_seed(0)
+    b.dictionary = make_dictionary(
+        DictionaryConfig("topk", d_in=64, d_sae=32, k=4, hook_name="blocks.1.hook_resid_post")
+    ).eval()
+    return b
+
+
 # ------------------------------------------------------------ investigate (tests/investigate)
 
 

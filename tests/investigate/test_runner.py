@@ -256,3 +256,14 @@ def test_progress_reports_steps_and_a_final_table(tmp_path):
     assert table.splitlines()[0].split() == ["stage", "status", "wall_s", "peak_rss_mb", "peak_gpu_mb"]
     assert [line.split()[:2] for line in table.splitlines()[1:4]] == [[n, "ran"] for n in ORDER]
     assert f"overhead {report.overhead_s:.3f} s" in table
+
+
+def test_a_missing_upstream_stage_is_named(tmp_path):
+    from mechscope.investigate.runner import read_stage_summary
+
+    with pytest.raises(RunnerError, match=r"holds no complete stage"):
+        read_stage_summary(tmp_path / "localise")
+    (tmp_path / "localise").mkdir()
+    (tmp_path / "localise" / "stage.json").write_text("{not json")
+    with pytest.raises(RunnerError, match=str(tmp_path / "localise")):
+        read_stage_summary(tmp_path / "localise")

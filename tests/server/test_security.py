@@ -8,8 +8,6 @@ import http.client
 import importlib.util
 import json
 import os
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -231,20 +229,14 @@ def test_runs_page_escapes_names(tmp_path):
 
 
 def test_real_server_binds_loopback(world):
-    import uvicorn
+    from urllib.parse import urlparse
 
-    app = app_for([world["root"]])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started
-        host, port = server.servers[0].sockets[0].getsockname()[:2]
-        assert host == "127.0.0.1"
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    from browser import running
+
+    with running(app_for([world["root"]])) as url:
+        bound = urlparse(url)
+        assert bound.hostname == "127.0.0.1"  # the address the socket is bound to
+        conn = http.client.HTTPConnection("127.0.0.1", bound.port, timeout=10)
         conn.request("GET", "/api/runs")
         resp = conn.getresponse()
         assert resp.status == 200
@@ -257,9 +249,6 @@ def test_real_server_binds_loopback(world):
             body = resp.read()
             assert resp.status in (400, 404) and SECRET.encode() not in body, path
         conn.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.mark.parametrize(("host", "warned"), [("127.0.0.1", False), ("0.0.0.0", True), ("192.168.7.7", True)])

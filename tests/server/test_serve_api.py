@@ -4,12 +4,9 @@ safetensors queries made here (not through the server's code)."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import importlib.util
 import json
 import math
-import threading
-import time
 from pathlib import Path
 
 import duckdb
@@ -21,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from starlette.testclient import TestClient
 
+from browser import running
 from mechscope._fs import atomic_write_json
 from mechscope.server import app_for
 
@@ -408,24 +406,6 @@ def test_nan_values_become_null(tmp_path):
     c = TestClient(app_for([tmp_path]), base_url=BASE)
     rows = c.get("/api/features/a/index").json()["rows"]
     assert rows[2]["density"] is None and rows[1]["density"] == pytest.approx(dens[1])
-
-
-@contextlib.contextmanager
-def running(app):
-    """The app on a real uvicorn server on 127.0.0.1 (a free port); yields the base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.mark.slow

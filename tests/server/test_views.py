@@ -24,8 +24,9 @@ import pytest
 import torch
 from safetensors import safe_open
 from starlette.testclient import TestClient
-from test_serve_api import BASE, feature_artifact, load_bench, running
+from test_serve_api import BASE, feature_artifact, load_bench
 
+from browser import running
 from mechscope._fs import atomic_write_json
 from mechscope.server import app_for
 from mechscope.server.api import STATIC_DIR
@@ -86,20 +87,6 @@ def runs(tmp_path_factory) -> Path:
     dictionary_features(root / "dict")
     load_bench().write_synthetic(root / "synthetic", n_features=200, n_examples=4, window=2, n_vocab=40)
     return root
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_dirs):
-    from mechscope.dictionary import DictionaryConfig
-    from mechscope.dictionary.registry import make_dictionary
-    from mechscope.pipeline.ui_backend import ModelBackend
-
-    b = ModelBackend(str(tiny_dirs["llama-gqa"]))
-    torch.manual_seed(0)
-    b.dictionary = make_dictionary(
-        DictionaryConfig("topk", d_in=64, d_sae=32, k=4, hook_name="blocks.1.hook_resid_post")
-    ).eval()
-    return b
 
 
 @pytest.fixture(scope="module")

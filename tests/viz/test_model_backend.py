@@ -6,28 +6,14 @@ import base64
 
 import numpy as np
 import pytest
-import torch
 
-from mechscope.dictionary import DictionaryConfig
-from mechscope.dictionary.registry import make_dictionary
 from mechscope.errors import MechscopeError
-from mechscope.pipeline.ui_backend import ModelBackend
 
 TEXT = "the quick brown fox jumps"
 
 
 def _tensor(t):
     return np.frombuffer(base64.b64decode(t["data"]), dtype="<f4").reshape(t["shape"])
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_dirs):
-    b = ModelBackend(str(tiny_dirs["llama-gqa"]))
-    torch.manual_seed(0)
-    b.dictionary = make_dictionary(
-        DictionaryConfig("topk", d_in=64, d_sae=32, k=4, hook_name="blocks.1.hook_resid_post")
-    ).eval()
-    return b
 
 
 def test_prompt_attention_and_lens_equal_direct_runs(backend):

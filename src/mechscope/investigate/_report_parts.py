@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MechscopeError
+from .runner import read_stage_json
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_PROMPTS = 64
@@ -107,11 +108,9 @@ def read_json(run_dir: Path, rel: Any) -> Any:
 
 def stage_summary(run_dir: Path, name: str) -> dict[str, Any]:
     """The ``summary`` of ``<name>/stage.json`` ({} when absent or unreadable)."""
-    try:
-        data = read_json(run_dir, f"{name}/stage.json")
-        return dict(data.get("summary") or {})
-    except (MechscopeError, AttributeError, TypeError, ValueError):
-        return {}
+    meta = read_stage_json(inside(run_dir, name))
+    summary = meta.get("summary") if meta is not None else None
+    return dict(summary) if isinstance(summary, dict) else {}
 
 
 def figure(run_dir: Path, rel: Any, caption: str) -> str:

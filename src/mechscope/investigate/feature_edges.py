@@ -24,16 +24,9 @@ from torch import Tensor
 
 from ..models import HookedModel
 from ..tasks import PreparedTask, make_metric
+from ._acts import decode_acts, encode_acts
 
 __all__ = ["feature_edges"]
-
-
-def _encode(dictionary: Any, x: Tensor) -> Tensor:  # [n pos d] -> [n pos d_sae]
-    return dictionary.encode(x.reshape(-1, x.shape[-1]).to(dictionary.W_dec.dtype)).view(*x.shape[:-1], -1)
-
-
-def _decode(dictionary: Any, f: Tensor, like: Tensor) -> Tensor:
-    return dictionary.decode(f.reshape(-1, f.shape[-1])).view_as(like).to(like.dtype)
 
 
 def feature_edges(
@@ -54,21 +47,21 @@ def feature_edges(
     a, b = upstream.config.hook_name, downstream.config.hook_name
     _, cc = model.run_with_cache(data.corrupted, names=[a], return_logits=False)
     with torch.no_grad():
-        f_corr = _encode(upstream, cc[a])
-        err_corr = cc[a] - _decode(upstream, f_corr, cc[a])
+        f_corr = encode_acts(upstream, cc[a])
+        err_corr = cc[a] - decode_acts(upstream, f_corr, cc[a])
     leaves: dict[str, Tensor] = {}
 
     def splice_a(x: Tensor, hook: Any) -> Tensor:
-        f = _encode(upstream, x).detach().requires_grad_(True)
-        err = (x - _decode(upstream, f, x)).detach().requires_grad_(True)
+        f = encode_acts(upstream, x).detach().requires_grad_(True)
+        err = (x - decode_acts(upstream, f, x)).detach().requires_grad_(True)
         leaves.update(f_a=f, err_a=err)
-        return _decode(upstream, f, x) + err
+        return decode_acts(upstream, f, x) + err
 
     def splice_b(x: Tensor, hook: Any) -> Tensor:
-        f = _encode(downstream, x)
-        err = (x - _decode(downstream, f, x)).detach().requires_grad_(True)
+        f = encode_acts(downstream, x)
+        err = (x - decode_acts(downstream, f, x)).detach().requires_grad_(True)
         leaves.update(f_b=f)
-        return _decode(downstream, f, x) + err
+        return decode_acts(downstream, f, x) + err
 
     m = make_metric(metric, model, data)
     w = mask.to(f_corr.device)[..., None]  # [n pos 1]

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -180,7 +181,7 @@ def investigate(
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", to_toml(config))
-    atomic_write_json(run_dir / "config.json", _config_json(config))
+    atomic_write_json(run_dir / "config.json", dataclasses.asdict(config))
     atomic_write_json(run_dir / "environment.json", environment(config))
     fns = _stage_functions()
     stages = [
@@ -199,9 +200,3 @@ def investigate(
             atomic_write_bytes(run_dir / name, (run_dir / "report" / name).read_bytes())
         summary = json.loads((run_dir / "summary.json").read_text())
     return Investigation(run_dir, report, summary, preflight_s)
-
-
-def _config_json(config: InvestigationConfig) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(config)

@@ -178,6 +178,15 @@ def read_stage_json(stage_dir: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) and meta.get("kind") == STAGE_KIND else None
 
 
+def read_stage_summary(stage_dir: Path) -> dict[str, Any]:
+    """The ``summary`` of a finished stage (what a downstream stage reads); :class:`RunnerError`
+    naming the directory when it holds no complete stage."""
+    meta = read_stage_json(stage_dir)
+    if meta is None or not meta.get("complete") or not isinstance(meta.get("summary"), dict):
+        raise RunnerError(f"{stage_dir} holds no complete stage (its stage.json is missing or unreadable)")
+    return dict(meta["summary"])
+
+
 def run_stages(run_dir: str | Path, stages: Sequence[Stage], progress: ProgressFn | None = None) -> RunReport:
     """Run ``stages`` in order into ``run_dir``, skipping those whose outputs are up to date."""
     start = time.perf_counter()

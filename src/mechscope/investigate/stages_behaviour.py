@@ -19,6 +19,7 @@ Each stage writes into its own directory and returns the summary recorded in its
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,7 @@ def circuit_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
         "method": cfg.method, "graph": cfg.graph, "ablation": cfg.ablation, "n": data.n, "metric": circuit.metric,
         "n_edges": graph.n_edges, "circuit_edges": int(kept.in_circuit.sum()) if kept.in_circuit is not None else 0,
         "method_seconds": info["seconds"], "top_edges": [[e, float(v)] for e, v in circuit.top_edges(10)],
-        "components": _components(kept), "top_check": check, "curve": _curve_json(faith),
+        "components": _components(kept), "top_check": check, "curve": asdict(faith),
         "dir": "circuit/circuit", "graph_png": "circuit/circuit/graph.png", "graph_html": "circuit/circuit/graph.html",
         "curve_png": "circuit/circuit/faithfulness.png", "summary": "circuit/circuit/summary.json",
     }  # fmt: skip
@@ -207,9 +208,3 @@ def _components(circuit: Any, k: int = 12) -> list[dict[str, Any]]:
                 totals[node] = totals.get(node, 0.0) + w
     ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:k]
     return [{"component": n, "score": v} for n, v in ranked]
-
-
-def _curve_json(faith: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return {k: v for k, v in asdict(faith).items()}

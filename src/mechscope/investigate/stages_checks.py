@@ -25,8 +25,6 @@ predicted and the measured number side by side.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,9 +35,10 @@ from ..interventions import SWEEPS, SweepConfig
 from ..interventions.patching import patch_variants
 from ..models import HookedModel
 from ..tasks import PreparedTask, make_metric
-from .runner import StageContext
+from ._acts import edit_mask, encode_acts
+from .runner import StageContext, read_stage_summary
 from .session import Session
-from .stages_features import edit_mask, feature_edit, load_stage_dictionaries
+from .stages_features import feature_edit, load_stage_dictionaries
 
 __all__ = ["checks_stage"]
 
@@ -52,10 +51,6 @@ and ``weak`` (right sign, wrong size) outside it."""
 
 VERDICTS = ("passed", "weak", "failed", "inconclusive")
 """Every verdict a check can have."""
-
-
-def _summary(path: Path) -> dict[str, Any]:
-    return dict(json.loads((path / "stage.json").read_text())["summary"])
 
 
 def _verdict(predicted: float, measured: float, span: float) -> str:
@@ -114,7 +109,7 @@ def feature_checks(model: HookedModel, dictionary: Any, data: PreparedTask, metr
     _, cache = model.run_with_cache(data.clean, names=[hook], return_logits=False)
     with torch.no_grad():
         x = cache[hook]
-        f = dictionary.encode(x.reshape(-1, x.shape[-1]).to(dictionary.W_dec.dtype)).view(*x.shape[:-1], -1)
+        f = encode_acts(dictionary, x)
     real = edit_mask(model, data.clean).to(x.device)[..., None]
     out = []
     for r in rows:
@@ -145,13 +140,15 @@ def checks_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
     examples: list[dict[str, Any]] = []
     ctx.progress(0, 3, "heads patched together")
     if "localise" in ctx.upstream and s["top_heads"] > 0:
-        loc = _summary(ctx.upstream["localise"])
+        loc = read_stage_summary(ctx.upstream["localise"])
         if loc.get("top_heads") and all(r.get("normalised") is not None for r in loc["top_heads"]):
             small = session.prepared(session.settings("localise")["n"])
             checks.append(heads_check(model, small, metric, loc["top_heads"], s["top_heads"]))
     if "features" in ctx.upstream:
-        fsum = _summary(ctx.upstream["features"])
-        dicts = load_stage_dictionaries(ctx.run_dir, _summary(ctx.upstream["dictionaries"]), model.device)
+        fsum = read_stage_summary(ctx.upstream["features"])
+        dicts = load_stage_dictionaries(
+            ctx.run_dir, read_stage_summary(ctx.upstream["dictionaries"]), model.device
+        )
         m = make_metric(metric, model, data)
         with torch.no_grad():
             span = float(m(model(data.clean, logits_to_keep=1)[:, -1], data).mean()

@@ -40,7 +40,8 @@ from ..dictionary.io import load_dictionary
 from ..errors import MechscopeError
 from ..models import HookedModel
 from ..tasks import PreparedTask, make_metric
-from .runner import StageContext
+from ._acts import decode_acts, edit_mask, encode_acts
+from .runner import StageContext, read_stage_summary
 from .session import Session
 
 __all__ = [
@@ -52,15 +53,11 @@ __all__ = [
 ]
 
 
-def _stage_summary(path: Path) -> dict[str, Any]:
-    return dict(json.loads((path / "stage.json").read_text())["summary"])
-
-
 def _layers(session: Session, ctx: StageContext) -> list[int]:
     s = session.settings("dictionaries")
     if s["layers"]:
         return sorted(set(s["layers"]))
-    scores = _stage_summary(ctx.upstream["localise"]).get("layer_scores")
+    scores = read_stage_summary(ctx.upstream["localise"]).get("layer_scores")
     if not scores:
         raise MechscopeError(
             "dictionaries: no layer given and the localisation has no 'heads' sweep to pick from"
@@ -161,10 +158,6 @@ def load_stage_dictionaries(run_dir: Path, summary: dict[str, Any], device: Any)
     return {d["name"]: load_dictionary(run_dir / d["dictionary"]).to(device) for d in summary["dictionaries"]}
 
 
-def _encode(dictionary: Any, x: Tensor) -> Tensor:  # x [n pos d] -> [n pos d_sae]
-    return dictionary.encode(x.reshape(-1, x.shape[-1]).to(dictionary.W_dec.dtype)).view(*x.shape[:-1], -1)
-
-
 def feature_attribution(
     model: HookedModel, dictionary: Any, data: PreparedTask, metric: str
 ) -> dict[str, Tensor]:
@@ -173,18 +166,16 @@ def feature_attribution(
     _, cache = model.run_with_cache(data.corrupted, names=[hook], return_logits=False)
     x_corr = cache[hook]  # [n pos d]
     with torch.no_grad():
-        f_corr = _encode(dictionary, x_corr)
-        err_corr = x_corr - dictionary.decode(f_corr.reshape(-1, f_corr.shape[-1])).view_as(x_corr).to(
-            x_corr.dtype
-        )
+        f_corr = encode_acts(dictionary, x_corr)
+        err_corr = x_corr - decode_acts(dictionary, f_corr, x_corr)
     leaves: dict[str, Tensor] = {}
 
     def rewrite(x: Tensor, hook: Any) -> Tensor:
-        f = _encode(dictionary, x).detach().requires_grad_(True)
-        recon = dictionary.decode(f.reshape(-1, f.shape[-1])).view_as(x).to(x.dtype)
+        f = encode_acts(dictionary, x).detach().requires_grad_(True)
+        recon = decode_acts(dictionary, f, x)
         err = (x - recon).detach().requires_grad_(True)
         leaves.update(f=f, err=err)
-        return dictionary.decode(f.reshape(-1, f.shape[-1])).view_as(x).to(x.dtype) + err
+        return recon + err
 
     with torch.enable_grad(), model.hooks([(hook, rewrite)]):
         logits = model(data.clean, logits_to_keep=1)
@@ -206,16 +197,6 @@ def feature_attribution(
     }
 
 
-def edit_mask(model: HookedModel, batch: Any) -> Tensor:
-    """``[n pos]`` float: the positions the stages edit and sum over, i.e. real tokens other than
-    BOS (an attention sink whose residual is an outlier; the dictionaries never train on it)."""
-    mask = batch.attention_mask.bool()
-    bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
-    if bos is not None:
-        mask = mask & (batch.tokens != bos)
-    return mask.float()
-
-
 def feature_edit(model: HookedModel, dictionary: Any, inputs: Any, data: PreparedTask, metric: str,
                  delta: Tensor) -> float:  # fmt: skip
     """The mean metric when ``delta`` (``[n pos d]`` or broadcastable) is added at the dictionary's hook."""
@@ -229,19 +210,23 @@ def feature_edit(model: HookedModel, dictionary: Any, inputs: Any, data: Prepare
     return float(m(logits[:, -1], data).float().mean())
 
 
-def _exact_patch(model: HookedModel, dictionary: Any, data: PreparedTask, metric: str, feature: int) -> float:
-    """Exact metric change when ``feature``'s clean activations are patched to the corrupted ones."""
+def exact_patches(
+    model: HookedModel, dictionary: Any, data: PreparedTask, metric: str, features: list[int]
+) -> list[float]:
+    """Exact metric change when each feature's clean activations are patched to the corrupted
+    ones (every edited position at once), one forward pass per feature."""
     hook = dictionary.config.hook_name
     with torch.no_grad():
         _, cc = model.run_with_cache(data.corrupted, names=[hook], return_logits=False)
         _, ca = model.run_with_cache(data.clean, names=[hook], return_logits=False)
-        diff = (
-            _encode(dictionary, cc[hook])[..., feature] - _encode(dictionary, ca[hook])[..., feature]
-        )  # [n pos]
-        real = edit_mask(model, data.clean).to(diff.device)
-        delta = (diff * real)[..., None] * dictionary.W_dec[feature]  # [n pos d]
+        diff = encode_acts(dictionary, cc[hook]) - encode_acts(dictionary, ca[hook])  # [n pos d_sae]
+        diff = diff * edit_mask(model, data.clean).to(diff.device)[..., None]
     base = feature_edit(model, dictionary, data.clean, data, metric, torch.zeros(()))
-    return feature_edit(model, dictionary, data.clean, data, metric, delta) - base
+    return [
+        feature_edit(model, dictionary, data.clean, data, metric, diff[..., f : f + 1] * dictionary.W_dec[f])
+        - base
+        for f in features
+    ]
 
 
 def features_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
@@ -250,7 +235,7 @@ def features_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
     from ..pipeline.features_job import FeaturesJobConfig, run_features
 
     s, corpus, model = session.settings("features"), session.config.corpus, session.model
-    dsum = _stage_summary(ctx.upstream["dictionaries"])
+    dsum = read_stage_summary(ctx.upstream["dictionaries"])
     dicts = load_stage_dictionaries(ctx.run_dir, dsum, model.device)
     data, metric = session.prepared(), session.config.behaviour.metric
     out = []
@@ -273,9 +258,10 @@ def features_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
         active = (attr["act_clean"] > 0) | (attr["act_corrupted"] > 0)
         score = torch.where(active, attr["attr_patch"].abs(), torch.full_like(attr["attr_patch"], -1.0))
         chosen = [int(f) for f in score.topk(min(s["n_features"], int(active.sum()))).indices]
+        checked = exact_patches(model, dictionary, data, metric, chosen[: s["check_top"]])
         rows = []
         for j, f in enumerate(chosen):
-            exact = _exact_patch(model, dictionary, data, metric, f) if j < s["check_top"] else None
+            exact = checked[j] if j < len(checked) else None
             rows.append({"feature": f, "attribution": float(attr["attr_patch"][f]), "exact": exact,
                          "zero_attribution": float(attr["attr_zero"][f]), "act_clean": float(attr["act_clean"][f]),
                          "act_corrupted": float(attr["act_corrupted"][f]),
@@ -355,8 +341,10 @@ def explain_stage(ctx: StageContext, session: Session) -> dict[str, Any]:
     )
 
     s, model = session.settings("explain"), session.model
-    fsum = _stage_summary(ctx.upstream["features"])
-    dicts = load_stage_dictionaries(ctx.run_dir, _stage_summary(ctx.upstream["dictionaries"]), model.device)
+    fsum = read_stage_summary(ctx.upstream["features"])
+    dicts = load_stage_dictionaries(
+        ctx.run_dir, read_stage_summary(ctx.upstream["dictionaries"]), model.device
+    )
     explainer, simulator = _explainer(s)
     ecfg = ExplainJobConfig(
         held_out=s["held_out"], held_out_len=s["held_out_len"], steer_prompts=tuple(s["steer_prompts"])

@@ -19,11 +19,11 @@ its file and no claim appears without one. Sections:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from .runner import read_stage_json
 
 __all__ = ["KIND", "SCHEMA_VERSION", "build_summary", "headline", "headline_lines", "measured"]
 
@@ -43,10 +43,8 @@ def measured(value: Any, source: str) -> dict[str, Any] | None:
 
 
 def _stage(run_dir: Path, name: str) -> dict[str, Any] | None:
-    path = run_dir / name / "stage.json"
-    if not path.is_file():
-        return None
-    return dict(json.loads(path.read_text())["summary"])
+    meta = read_stage_json(run_dir / name)
+    return dict(meta["summary"]) if meta is not None and meta.get("complete") else None
 
 
 def _behaviour(ev: dict[str, Any]) -> dict[str, Any]:
